@@ -1,0 +1,236 @@
+"""Typed run configuration and YAML recipes.
+
+Override order (later wins):
+    dataclass defaults < method preset (recipes/methods/<method>.yaml)
+    < recipe (--recipe FILE, default recipes/tune/default.yaml) < CLI flags and --set key=value.
+
+A recipe is a YAML mapping with top-level run keys (model, method, task, output),
+a `train:` block (TrainArgs), a `data:` block (DataArgs) and, per method, a block named
+after the method (e.g. `lora: {r: 8}`) validated by that method's config class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import UserError
+
+REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(os.environ.get("PEFTBERT_RECIPES", REPO_RECIPES))
+
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+SCHEDULERS = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainArgs:
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training set"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "examples per device per forward pass"})
+    eval_batch_size: int = field(default=128, metadata={"help": "examples per device when evaluating"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
+    lr: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
+    scheduler: str = field(default="linear", metadata={"help": "decay after warm-up: linear|cosine|constant"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
+    precision: str = field(default="auto", metadata={"help": "auto|no|bf16|fp16; auto = bf16 where supported"})
+    seed: int = field(default=42, metadata={"help": "seed for init, shuffling and dropout"})
+    eval_every: int | None = field(default=None, metadata={"help": "evaluate every N steps (default: each epoch)"})
+    metric: str = field(default="macro_f1", metadata={"help": "validation metric that picks the best checkpoint"})
+    patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
+    save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
+    log_every: int = field(default=20, metadata={"help": "log training loss every N steps"})
+
+    def __post_init__(self):
+        _positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every")
+        _positive(self, "lr", "epochs")
+        _positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise UserError("train.weight_decay and train.max_grad_norm must be >= 0")
+        _choice(self, "precision", PRECISIONS)
+        _choice(self, "scheduler", SCHEDULERS)
+
+
+@dataclass
+class DataArgs:
+    task: str | None = field(default=None, metadata={"help": "named task, hub dataset id, or none for files"})
+    data_dir: str | None = field(default=None, metadata={"help": "where named tasks live (env PEFTBERT_DATA_DIR)"})
+    train_file: str | None = field(default=None, metadata={"help": "CSV/TSV/JSONL/Parquet training file"})
+    validation_file: str | None = field(default=None, metadata={"help": "validation file (default: carved from train)"})
+    test_file: str | None = field(default=None, metadata={"help": "test file"})
+    text_column: str | None = field(default=None, metadata={"help": "column with the text"})
+    text_pair_column: str | None = field(default=None, metadata={"help": "second text column for pair tasks"})
+    label_column: str | None = field(default=None, metadata={"help": "column with the label"})
+    label_names: list[str] | None = field(default=None, metadata={"help": "label names in id order"})
+    max_length: int = field(default=128, metadata={"help": "truncate inputs to this many tokens"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "share of train carved out for validation"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use only N validation/test rows"})
+
+    def __post_init__(self):
+        _positive(self, "max_length")
+        _positive_or_none(self, "max_train_samples", "max_eval_samples")
+        if not 0 < self.validation_fraction < 1:
+            raise UserError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
+
+
+@dataclass
+class RunConfig:
+    model: str = "minilm"
+    method: str = "lora"
+    output: str | None = None
+    train: TrainArgs = field(default_factory=TrainArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    method_args: Any = None  # the method's own config dataclass, filled by build_config
+
+    def to_dict(self) -> dict:
+        d = {"model": self.model, "method": self.method, "output": self.output,
+             "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+        d[self.method] = dataclasses.asdict(self.method_args) if self.method_args is not None else {}
+        return d
+
+
+# ---------------------------------------------------------------- validation helpers
+def _positive(obj, *names):
+    for n in names:
+        v = getattr(obj, n)
+        if v is None or v <= 0:
+            raise UserError(f"{type(obj).__name__}.{n} must be > 0, got {v}")
+
+
+def _positive_or_none(obj, *names):
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and v <= 0:
+            raise UserError(f"{type(obj).__name__}.{n} must be > 0 or unset, got {v}")
+
+
+def _choice(obj, name, choices):
+    v = getattr(obj, name)
+    if v not in choices:
+        raise UserError(f"{name} must be one of {'|'.join(choices)}, got {v!r}")
+
+
+# ---------------------------------------------------------------- loading and merging
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"recipe not found: {p} (pass an existing YAML file, e.g. recipes/tune/default.yaml)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"recipe {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {p} must be a YAML mapping of keys to values")
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(items: list[str]) -> dict:
+    """`train.lr=1e-4 lora.r=16` -> nested dict; values parsed as YAML scalars/lists."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value (e.g. train.lr=1e-4), got {item!r}")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def build_dataclass(cls, values: dict | None, where: str):
+    """Instantiate a config dataclass from a mapping, rejecting unknown keys and coercing numbers."""
+    values = dict(values or {})
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    for k, v in values.items():
+        values[k] = _coerce(v, hints[k], f"{where}.{k}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise UserError(f"bad value in {where}: {e}") from None
+
+
+def _coerce(v, hint, where):
+    """YAML reads 5e-4 as a string and users write 3 for 3.0: coerce to the declared type."""
+    text = str(hint)
+    if v is None:
+        return None
+    try:
+        if text.startswith("float") or text == "<class 'float'>":
+            return float(v)
+        if text.startswith("int") or text == "<class 'int'>":
+            if isinstance(v, float) and not v.is_integer():
+                raise ValueError
+            return int(v)
+        if text.startswith("bool") or text == "<class 'bool'>":
+            if not isinstance(v, bool):
+                raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"{where} must be {text.replace('<class ', '').rstrip('>')}, got {v!r}") from None
+    return v
+
+
+def method_preset(method: str) -> dict:
+    p = RECIPES_DIR / "methods" / f"{method}.yaml"
+    return load_yaml(p) if p.is_file() else {}
+
+
+def default_recipe() -> Path:
+    return RECIPES_DIR / "tune" / "default.yaml"
+
+
+RUN_KEYS = ("model", "method", "output", "task")
+
+
+def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConfig:
+    """Merge preset < recipe < CLI and validate everything once, here at the edge.
+
+    `cli` holds only what the user set (None values dropped by the caller);
+    `method_configs` maps method name -> config dataclass.
+    """
+    recipe_d = load_yaml(recipe) if recipe else load_yaml(default_recipe())
+    method = cli.get("method") or recipe_d.get("method") or "lora"
+    if method not in method_configs:
+        raise UserError(f"unknown method {method!r}; choose one of: {', '.join(sorted(method_configs))}")
+    merged = deep_merge(deep_merge(method_preset(method), recipe_d), cli)
+    merged["method"] = method
+    unknown = sorted(set(merged) - set(RUN_KEYS) - {"train", "data"} - set(method_configs))
+    if unknown:
+        raise UserError(f"unknown top-level key(s) in recipe: {', '.join(unknown)}")
+    data = dict(merged.get("data") or {})
+    if merged.get("task") is not None:
+        data["task"] = merged["task"]
+    return RunConfig(
+        model=str(merged.get("model") or "minilm"),
+        method=method,
+        output=merged.get("output"),
+        train=build_dataclass(TrainArgs, merged.get("train"), "train"),
+        data=build_dataclass(DataArgs, data, "data"),
+        method_args=build_dataclass(method_configs[method], merged.get(method), method),
+    )
+
+
+def save_recipe(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

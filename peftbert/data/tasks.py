@@ -1,0 +1,234 @@
+"""Labelled classification tasks: named tasks in the data directory, user files, hub datasets.
+
+Every source ends as a `TaskData`: train/validation/test frames with columns
+`text`, optional `text_pair`, and integer `label`, plus label names in id order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import DataArgs
+from ..errors import UserError
+from .readers import read_table
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+DEFAULT_TASK = "twitter-fin-sentiment"  # the finance domain's default task
+
+
+@dataclass
+class TaskData:
+    name: str
+    label_names: list[str]
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame | None
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def is_pair(self) -> bool:
+        return "text_pair" in self.train.columns
+
+
+@dataclass(frozen=True)
+class NamedTask:
+    """A task staged in the data directory (see ../shared/data/README.md)."""
+    subdir: str
+    train: str
+    test: str | None
+    text: str
+    label: str
+    labels: tuple[str, ...]
+    pair: str | None = None
+    glue: bool = False
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+    validation: str | None = None
+
+
+NAMED_TASKS = {
+    "twitter-fin-sentiment": NamedTask("finance-tasks/twitter-financial-news-sentiment", "train.csv", "valid.csv",
+                                       "text", "label", ("bearish", "bullish", "neutral")),
+    "fomc-hawkish-dovish": NamedTask("finance-tasks/fomc-hawkish-dovish", "train-{split}.csv", "test-{split}.csv",
+                                     "sentence", "label", ("dovish", "hawkish", "neutral")),
+    # GLUE test labels are private: dev is the test set and validation is carved from train.
+    "sst2": NamedTask("glue/SST-2", "train.tsv", "dev.tsv", "sentence", "label", ("negative", "positive"), glue=True),
+    "cola": NamedTask("glue/CoLA", "train.tsv", "dev.tsv", "sentence", "label", ("unacceptable", "acceptable"),
+                      glue=True, header=False, columns=("source", "label", "mark", "sentence")),
+    "rte": NamedTask("glue/RTE", "train.tsv", "dev.tsv", "sentence1", "label", ("entailment", "not_entailment"),
+                     pair="sentence2", glue=True),
+    "mrpc": NamedTask("glue/MRPC", "train.tsv", "dev.tsv", "#1 String", "Quality", ("not_equivalent", "equivalent"),
+                      pair="#2 String", glue=True),
+}
+ALIASES = {"twitter-financial-news-sentiment": "twitter-fin-sentiment", "fomc": "fomc-hawkish-dovish",
+           "sst-2": "sst2", "glue-sst2": "sst2"}
+FOMC_SPLITS = ("5768", "78516", "944601")
+
+
+def data_dir(args: DataArgs) -> Path | None:
+    d = args.data_dir or os.environ.get("PEFTBERT_DATA_DIR")
+    return Path(d).expanduser() if d else None
+
+
+def load_task(args: DataArgs, seed: int) -> TaskData:
+    """Resolve the data arguments to a TaskData (with a seeded validation split when none is given)."""
+    if args.train_file:
+        task = _from_files(args)
+    elif args.task is None:
+        task = _default_task(args)
+    elif args.task == "finance-sample":
+        task = _sample_task()
+    elif _canonical(args.task).split("@")[0] in NAMED_TASKS:
+        task = _named_task(args)
+    elif "/" in args.task and not Path(args.task).exists():
+        from .hub import load_hub_task
+        task = load_hub_task(args)
+    else:
+        raise UserError(f"unknown task {args.task!r}; use one of {', '.join(list_tasks())}, a hub dataset id, "
+                        "or --train-file")
+    if task.validation is None or len(task.validation) == 0:
+        task.train, task.validation = stratified_split(task.train, args.validation_fraction, seed)
+        task.notes.append(f"validation: {args.validation_fraction:.0%} of train, stratified, seed {seed}")
+    task.train = _head(task.train, args.max_train_samples)
+    task.validation = _head(task.validation, args.max_eval_samples)
+    task.test = _head(task.test, args.max_eval_samples)
+    return task
+
+
+def list_tasks() -> list[str]:
+    return [*NAMED_TASKS, "finance-sample"]
+
+
+def _canonical(name: str) -> str:
+    base, _, split = name.lower().partition("@")
+    base = ALIASES.get(base, base)
+    return f"{base}@{split}" if split else base
+
+
+def _head(df, n, seed=0):
+    """A seeded random subset: files are often sorted by label, so the first N rows would mislead."""
+    if df is None or n is None or n >= len(df):
+        return df
+    return df.sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+def _default_task(args: DataArgs) -> TaskData:
+    d = data_dir(args)
+    spec = NAMED_TASKS[DEFAULT_TASK]
+    if d is not None and (d / spec.subdir / spec.train).is_file():
+        return _named_task(DataArgs(**{**args.__dict__, "task": DEFAULT_TASK}))
+    task = _sample_task()
+    task.notes.append("no data directory found (set PEFTBERT_DATA_DIR or --data-dir): "
+                      "using the small finance-sentiment sample shipped with peftbert")
+    return task
+
+
+def _sample_task() -> TaskData:
+    train = read_table(SAMPLE_DIR / "finance_sentiment_train.csv")
+    test = read_table(SAMPLE_DIR / "finance_sentiment_test.csv")
+    names = ["bearish", "bullish", "neutral"]
+    return TaskData("finance-sample", names, _frame(train, "text", None, "label", names, "sample train"),
+                    None, _frame(test, "text", None, "label", names, "sample test"), str(SAMPLE_DIR))
+
+
+def _named_task(args: DataArgs) -> TaskData:
+    name = _canonical(args.task)
+    base, _, split = name.partition("@")
+    spec = NAMED_TASKS[base]
+    d = data_dir(args)
+    if d is None:
+        raise UserError(f"task {base!r} reads the data directory: set PEFTBERT_DATA_DIR or pass --data-dir")
+    if base == "fomc-hawkish-dovish":
+        split = split or FOMC_SPLITS[0]
+        if split not in FOMC_SPLITS:
+            raise UserError(f"FOMC split {split!r} does not exist; use one of {', '.join(FOMC_SPLITS)}")
+        name = f"{base}@{split}"
+    elif split:
+        raise UserError(f"task {base!r} has no '@split' variants")
+    root = d / spec.subdir
+
+    def read(fname):
+        return read_table(root / fname.format(split=split), glue_tsv=spec.glue, header=spec.header,
+                          names=list(spec.columns) if spec.columns else None)
+
+    frames = [_frame(read(f), spec.text, spec.pair, spec.label, list(spec.labels), f) if f else None
+              for f in (spec.train, spec.validation, spec.test)]
+    return TaskData(name, list(spec.labels), frames[0], frames[1], frames[2], str(root))
+
+
+def _from_files(args: DataArgs) -> TaskData:
+    train = read_table(args.train_file)
+    text = _pick(train, args.text_column, ("text", "sentence", "sentence1", "content"), "text", args.train_file)
+    label = _pick(train, args.label_column, ("label", "labels", "target", "class"), "label", args.train_file)
+    pair = args.text_pair_column
+    names = list(args.label_names) if args.label_names else infer_label_names(train[label])
+    frames = [_frame(train, text, pair, label, names, args.train_file)]
+    for f in (args.validation_file, args.test_file):
+        frames.append(_frame(read_table(f), text, pair, label, names, f) if f else None)
+    return TaskData(Path(args.train_file).stem, names, *frames, source=str(Path(args.train_file).resolve()))
+
+
+def _pick(df, given, candidates, what, where):
+    if given:
+        return given
+    for c in candidates:
+        if c in df.columns:
+            return c
+    raise UserError(f"no {what} column found in {where} (columns: {', '.join(map(str, df.columns))}); "
+                    f"pass --{what}-column")
+
+
+def infer_label_names(values: pd.Series) -> list[str]:
+    """Label names in id order: integer labels keep their order, strings are sorted."""
+    uniq = pd.unique(values.astype(str).str.strip())
+    if all(u.lstrip("-").isdigit() for u in uniq):
+        return [str(v) for v in sorted(int(u) for u in uniq)]
+    return sorted(uniq)
+
+
+def _frame(df, text, pair, label, names, where) -> pd.DataFrame:
+    """Select and normalise columns; map labels (names or ids) to ids, rejecting unknown ones."""
+    for col, flag in ((text, "--text-column"), (pair, "--text-pair-column"), (label, "--label-column")):
+        if col is not None and col not in df.columns:
+            raise UserError(f"column {col!r} not found in {where} (columns: {', '.join(map(str, df.columns))}); "
+                            f"pass {flag}")
+    out = pd.DataFrame({"text": df[text].astype(str)})
+    if pair is not None:
+        out["text_pair"] = df[pair].astype(str)
+    out["label"] = map_labels(df[label], names, where)
+    return out
+
+
+def map_labels(values: pd.Series, names: list[str], where) -> list[int]:
+    lookup = {n: i for i, n in enumerate(names)}
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    ids = []
+    for row, v in enumerate(values.astype(str).str.strip()):
+        if v in lookup:  # a label name (or an integer label that is also its own name)
+            ids.append(lookup[v])
+        elif not numeric and v.isdigit() and int(v) < len(names):  # an id into the named labels
+            ids.append(int(v))
+        else:
+            raise UserError(f"unknown label {v!r} in {where} (row {row + 1}); known labels: {', '.join(names)}")
+    return ids
+
+
+def stratified_split(df: pd.DataFrame, fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    counts = df["label"].value_counts()
+    stratify = df["label"] if counts.min() >= 2 and len(df) * fraction >= len(counts) else None
+    if len(df) < 4:
+        raise UserError(f"training set has {len(df)} rows; need at least 4 to carve a validation split "
+                        "(or pass --validation-file)")
+    tr, va = train_test_split(df, test_size=fraction, random_state=seed, stratify=stratify)
+    return tr.reset_index(drop=True), va.reset_index(drop=True)

@@ -1,0 +1,5 @@
+"""The one exception type for mistakes a user can make; the CLI prints it as a single line."""
+
+
+class UserError(Exception):
+    """Bad input: the message names the problem and the fix."""

@@ -1,0 +1,21 @@
+"""Full fine-tuning: every weight trains (the reference every PEFT method is compared with)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import Method, register
+
+
+@dataclass
+class FullConfig:
+    freeze_embeddings: bool = field(default=False, metadata={"help": "keep the embedding layer frozen"})
+
+
+def apply(model, cfg: FullConfig, ctx):
+    for name, p in model.named_parameters():
+        p.requires_grad = not (cfg.freeze_embeddings and ".embeddings." in f".{name}")
+    return model
+
+
+register(Method("full", FullConfig, apply, help="update every weight"))

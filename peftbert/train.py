@@ -1,0 +1,252 @@
+"""THE training loop: one function, used by `tune` (and `adapt`), read top to bottom.
+
+Methods change it only through hooks (`on_optimizer_step`); everything else is plain Accelerate:
+prepare, accumulate, clip, step, evaluate, keep the best weights, checkpoint, resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config import TrainArgs
+from .errors import UserError
+
+CKPT_DIR = "checkpoints"
+
+
+@dataclass
+class Hooks:
+    """What a method may add to the loop; defaults do nothing."""
+    on_optimizer_step: Callable | None = None  # (model, step) after optimizer.step, before zero_grad
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    epochs_run: float = 0.0
+    best_step: int | None = None
+    best_metric: float | None = None
+    best_eval: dict | None = None
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+    stopped_early: bool = False
+
+
+def resolve_precision(precision: str, cpu: bool) -> str:
+    """`auto` = bf16 where the hardware does it well (AMX/AVX-512 CPUs, Ampere+ GPUs), else fp32."""
+    if precision != "auto":
+        if precision == "fp16" and cpu:
+            raise UserError("fp16 needs a GPU; on CPU use --precision bf16 or no")
+        return precision
+    if cpu or not torch.cuda.is_available():
+        return "bf16" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    set_seed(args.seed)
+    precision = resolve_precision(args.precision, cpu or not torch.cuda.is_available())
+    acc = Accelerator(
+        mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=args.grad_accum,
+        # a seedable sampler makes the shuffle order a function of (seed, epoch): exact resume
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        log_with="tensorboard" if out_dir else None,
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard"))
+        if out_dir else None,
+    )
+    return acc
+
+
+def build_optimizer(model, args: TrainArgs):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            # biases and LayerNorm weights are not decayed (BERT's recipe)
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    if not decay and not no_decay:
+        raise UserError("the model has no trainable parameters: check the method's settings")
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
+
+
+def plan_steps(n_batches: int, args: TrainArgs) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps); the last partial accumulation still steps."""
+    per_epoch = math.ceil(n_batches / args.grad_accum)
+    total = args.max_steps or math.ceil(args.epochs * per_epoch)
+    return per_epoch, max(total, 1)
+
+
+def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: Callable[[object], dict],
+          out_dir: Path | None, hooks: Hooks | None = None, resume: str | None = None,
+          greater_is_better: bool = True, describe: str = "train") -> TrainResult:
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    hooks = hooks or Hooks()
+    acc = accelerator
+    loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, collate_fn=collate, drop_last=False)
+    optimizer = build_optimizer(model, args)
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    # Steps are counted per process after sharding; the scheduler is stepped by us, once per optimizer step,
+    # so its length is exact under any number of processes and accumulation.
+    steps_per_epoch, total_steps = plan_steps(len(loader), args)
+    scheduler = get_scheduler("constant_with_warmup" if args.scheduler == "constant" else args.scheduler, optimizer,
+                              num_warmup_steps=int(args.warmup_ratio * total_steps), num_training_steps=total_steps)
+    acc.register_for_checkpointing(scheduler)  # not prepared, so save_state must be told about it
+    if out_dir is not None:
+        acc.init_trackers("tb", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    res = TrainResult()
+    best_state, bad_evals, start_epoch, skip_batches = None, 0, 0, 0
+    if resume:
+        ckpt = find_checkpoint(resume, out_dir)
+        acc.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        res.steps, res.history, res.samples_seen = state["step"], state["history"], state["samples_seen"]
+        res.best_metric, res.best_step, res.best_eval = state["best_metric"], state["best_step"], state["best_eval"]
+        bad_evals, start_epoch, skip_batches = state["bad_evals"], state["epoch"], state["batches_in_epoch"]
+        if (ckpt / "best_state.pt").is_file():
+            best_state = torch.load(ckpt / "best_state.pt", map_location="cpu")
+        acc.print(f"resumed from {ckpt} at step {res.steps}")
+
+    def do_eval(epoch_float):
+        nonlocal best_state, bad_evals
+        model.eval()
+        metrics = evaluate(model)
+        model.train()
+        value = metrics.get(args.metric)
+        if value is None:
+            raise UserError(f"validation metric {args.metric!r} not computed (have: {', '.join(metrics)})")
+        record = {"step": res.steps, "epoch": round(epoch_float, 4), **{k: v for k, v in metrics.items()
+                                                                       if isinstance(v, (int, float))}}
+        res.history.append(record)
+        improved = res.best_metric is None or (value > res.best_metric if greater_is_better else value < res.best_metric)
+        if improved:
+            res.best_metric, res.best_step, res.best_eval, bad_evals = value, res.steps, metrics, 0
+            # keep the best weights in memory (trainable ones: all that training can change)
+            best_state = {n: p.detach().to("cpu", copy=True) for n, p in acc.unwrap_model(model).named_parameters()
+                          if p.requires_grad}
+        else:
+            bad_evals += 1
+        acc.log({f"eval/{k}": v for k, v in record.items() if k not in ("step", "epoch")}, step=res.steps)
+        if acc.is_main_process and out_dir is not None:
+            with open(out_dir / "eval_log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if acc.is_main_process:
+            tqdm.write(f"[{describe}] step {res.steps} epoch {epoch_float:.2f}: {args.metric} {value:.4f}"
+                       + (" (best)" if improved else ""))
+        return args.patience is not None and bad_evals >= args.patience
+
+    bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,
+               dynamic_ncols=True)
+    model.train()
+    t0, running, n_loss, done = time.perf_counter(), 0.0, 0, res.steps >= total_steps
+    epoch = start_epoch
+    while not done:
+        loader.set_epoch(epoch)
+        epoch_loader = acc.skip_first_batches(loader, skip_batches) if skip_batches else loader
+        batch_idx = skip_batches
+        skip_batches = 0
+        for batch in epoch_loader:
+            batch_idx += 1
+            with acc.accumulate(model):
+                loss = model(**batch).loss
+                acc.backward(loss)
+                if acc.sync_gradients and args.max_grad_norm > 0:
+                    acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()  # a no-op inside an accumulation window (Accelerate skips it)
+                if acc.sync_gradients:
+                    scheduler.step()
+                    if hooks.on_optimizer_step:
+                        hooks.on_optimizer_step(acc.unwrap_model(model), res.steps + 1)
+                optimizer.zero_grad()
+            running += loss.detach().float().item()
+            n_loss += 1
+            res.samples_seen += len(batch["input_ids"]) * acc.num_processes
+            if not acc.sync_gradients:
+                continue
+            res.steps += 1
+            bar.update(1)
+            epoch_float = epoch + batch_idx / len(loader)
+            if res.steps % args.log_every == 0:
+                acc.log({"train/loss": running / n_loss, "train/lr": scheduler.get_last_lr()[0]}, step=res.steps)
+                bar.set_postfix(loss=f"{running / n_loss:.4f}")
+                running, n_loss = 0.0, 0
+            stop = False
+            epoch_end = batch_idx == len(loader)
+            if (res.steps % args.eval_every == 0) if args.eval_every else epoch_end:
+                stop = do_eval(epoch_float)
+            if args.save_every and res.steps % args.save_every == 0 and out_dir is not None:
+                # (epoch, batches done): resuming skips them; a finished epoch still gets its evaluation
+                save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state)
+            if stop or res.steps >= total_steps:
+                res.stopped_early, done = stop, True
+                break
+        epoch += 1
+    bar.close()
+    if not res.stopped_early and (not res.history or res.history[-1]["step"] != res.steps):
+        do_eval(res.steps / steps_per_epoch)  # the run ended between evaluations: score where it stopped
+    res.train_seconds = time.perf_counter() - t0
+    res.epochs_run = res.steps / steps_per_epoch
+    if best_state is not None:  # end with the best weights, not the last ones
+        unwrapped = acc.unwrap_model(model)
+        with torch.no_grad():
+            for n, p in unwrapped.named_parameters():
+                if n in best_state:
+                    p.copy_(best_state[n].to(p.device))
+    acc.end_training()
+    set_seed(args.seed)
+    return res
+
+
+def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch: int, batches_in_epoch: int,
+                    best_state, keep: int = 2):
+    ckpt = out_dir / CKPT_DIR / f"step-{res.steps:07d}"
+    acc.save_state(str(ckpt))
+    if acc.is_main_process:
+        state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
+                 "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
+                 "best_eval": res.best_eval, "bad_evals": bad_evals}
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+        if best_state is not None:
+            torch.save(best_state, ckpt / "best_state.pt")
+        for old in sorted((out_dir / CKPT_DIR).glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def find_checkpoint(resume: str, out_dir: Path | None) -> Path:
+    """`--resume` = a checkpoint directory, or `latest` (the newest under OUTPUT/checkpoints)."""
+    if resume != "latest":
+        p = Path(resume)
+        if not (p / "trainer_state.json").is_file():
+            raise UserError(f"{p} is not a peftbert checkpoint (no trainer_state.json); pass --resume latest "
+                            "or a directory under OUTPUT/checkpoints")
+        return p
+    found = sorted((out_dir / CKPT_DIR).glob("step-*")) if out_dir else []
+    found = [p for p in found if (p / "trainer_state.json").is_file()]
+    if not found:
+        raise UserError(f"no checkpoint to resume under {out_dir}/{CKPT_DIR}; run with --save-every N first")
+    return found[-1]
