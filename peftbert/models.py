@@ -93,13 +93,25 @@ def load_classifier(path: str, id2label: dict[int, str]):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here, not a warning
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(id2label), id2label=id2label, label2id=label2id,
-            ignore_mismatched_sizes=True)
+            ignore_mismatched_sizes=True, output_loading_info=True)
     except OSError as e:
         raise hub_error(path, e) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    # Modules the checkpoint did not have (the head; the pooler of an MLM checkpoint) were randomly
+    # initialised: PEFT methods must train and save them, or a reload would re-draw them.
+    new = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])} |
+                 {(k if isinstance(k, str) else k[0]).rsplit(".", 1)[0] for k in info.get("mismatched_keys", [])})
+    model.peftbert_new_modules = tuple(new)
+    return model
+
+
+def head_modules(model, arch: "Arch") -> tuple[str, ...]:
+    """The task head plus whatever the checkpoint lacked: trained and saved by every method."""
+    new = getattr(model, "peftbert_new_modules", ())
+    return tuple(dict.fromkeys([*arch.head, *(m for m in new if not any(m.endswith(h) for h in arch.head))]))
 
 
 def count_params(model, head: tuple[str, ...] = ()) -> dict:

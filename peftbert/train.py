@@ -66,6 +66,12 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
+    from accelerate.state import AcceleratorState, GradientState
+
+    # Accelerate keeps process-wide singletons; a second run in one process (bench, tests) needs a fresh
+    # state to change precision or accumulation. The distributed PartialState is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     set_seed(args.seed)
     precision = resolve_precision(args.precision, cpu or not torch.cuda.is_available())
     acc = Accelerator(

@@ -12,7 +12,7 @@ from .data.encode import EncodedTask, make_collate
 from .data.tasks import load_task
 from .methods import Context, get_method
 from .metrics import classification_metrics, headline
-from .models import arch_of, count_params, load_classifier, load_tokenizer, resolve_model
+from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
 from .runinfo import peak_memory, prepare_output, versions, write_json
 from .train import Hooks, make_accelerator, plan_steps, train
 
@@ -41,11 +41,13 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
 
     model = load_classifier(model_path, task.id2label)
     arch = arch_of(model.config)
+    head = head_modules(model, arch)
     train_ds = EncodedTask(task.train, tokenizer, cfg.data.max_length)
     per_process_batches = max(1, -(-len(train_ds) // cfg.train.batch_size) // acc.num_processes)
     steps = plan_steps(per_process_batches, cfg.train)[1]  # the loop's own count, for schedules like AdaLoRA's
-    model = method.apply(model, cfg.method_args, Context(arch=arch, total_steps=steps, num_labels=len(task.label_names)))
-    params = count_params(model, arch.head)
+    ctx = Context(arch=arch, total_steps=steps, num_labels=len(task.label_names), head=head)
+    model = method.apply(model, cfg.method_args, ctx)
+    params = count_params(model, head)
     log(f"method {cfg.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
         f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
 

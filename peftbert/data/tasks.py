@@ -170,6 +170,7 @@ def _from_files(args: DataArgs) -> TaskData:
     text = _pick(train, args.text_column, ("text", "sentence", "sentence1", "content"), "text", args.train_file)
     label = _pick(train, args.label_column, ("label", "labels", "target", "class"), "label", args.train_file)
     pair = args.text_pair_column
+    _check_columns(train, text, pair, label, args.train_file)
     names = list(args.label_names) if args.label_names else infer_label_names(train[label])
     frames = [_frame(train, text, pair, label, names, args.train_file)]
     for f in (args.validation_file, args.test_file):
@@ -197,15 +198,19 @@ def infer_label_names(values: pd.Series) -> list[str]:
 
 def _frame(df, text, pair, label, names, where) -> pd.DataFrame:
     """Select and normalise columns; map labels (names or ids) to ids, rejecting unknown ones."""
-    for col, flag in ((text, "--text-column"), (pair, "--text-pair-column"), (label, "--label-column")):
-        if col is not None and col not in df.columns:
-            raise UserError(f"column {col!r} not found in {where} (columns: {', '.join(map(str, df.columns))}); "
-                            f"pass {flag}")
+    _check_columns(df, text, pair, label, where)
     out = pd.DataFrame({"text": df[text].astype(str)})
     if pair is not None:
         out["text_pair"] = df[pair].astype(str)
     out["label"] = map_labels(df[label], names, where)
     return out
+
+
+def _check_columns(df, text, pair, label, where):
+    for col, flag in ((text, "--text-column"), (pair, "--text-pair-column"), (label, "--label-column")):
+        if col is not None and col not in df.columns:
+            raise UserError(f"column {col!r} not found in {where} (columns: {', '.join(map(str, df.columns))}); "
+                            f"pass {flag}")
 
 
 def map_labels(values: pd.Series, names: list[str], where) -> list[int]:

@@ -18,6 +18,7 @@ class Context:
     arch: Arch
     total_steps: int
     num_labels: int
+    head: tuple[str, ...] = ()  # modules to train fully and save (task head + newly initialised ones)
 
 
 @dataclass

@@ -39,7 +39,7 @@ def apply(model, cfg: LoraArgs, ctx):
 
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                         target_modules=resolve_targets(cfg.target_modules, ctx.arch),
-                        modules_to_save=list(ctx.arch.head), use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
+                        modules_to_save=list(ctx.head or ctx.arch.head), use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
     try:
         return get_peft_model(model, config)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from peftbert.config import RECIPES_DIR, TrainArgs, build_config, build_dataclass, load_yaml, parse_set
+from peftbert.errors import UserError
+from peftbert.methods import METHODS, method_configs
+
+
+def all_recipes():
+    return sorted(p for p in RECIPES_DIR.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", all_recipes(), ids=lambda p: str(p.relative_to(RECIPES_DIR)))
+def test_every_recipe_loads_against_the_code(path):
+    """Like litgpt's config-hub test: a YAML that drifts from the dataclasses fails here."""
+    data = load_yaml(path)
+    if path.parent.name == "methods":
+        assert path.stem in METHODS, f"preset for unregistered method {path.stem}"
+        build_config(None, {"method": path.stem}, method_configs())
+        build_dataclass(METHODS[path.stem].config_cls, data.get(path.stem), path.stem)
+    elif path.parent.name == "tune":
+        build_config(str(path), {}, method_configs())
+    else:
+        assert data  # other recipe kinds are checked by their own tests
+
+
+def test_every_method_has_a_preset():
+    for name in METHODS:
+        assert (RECIPES_DIR / "methods" / f"{name}.yaml").is_file(), name
+
+
+def test_override_order_preset_then_recipe_then_cli(tmp_path):
+    preset_lr = load_yaml(RECIPES_DIR / "methods" / "lora.yaml")["train"]["lr"]
+    assert build_config(None, {"method": "lora"}, method_configs()).train.lr == pytest.approx(preset_lr)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: lora\ntrain: {lr: 1.0e-3, epochs: 7}\nlora: {r: 4}\n")
+    cfg = build_config(str(recipe), {}, method_configs())
+    assert (cfg.train.lr, cfg.train.epochs, cfg.method_args.r) == (1e-3, 7, 4)
+    cfg = build_config(str(recipe), {"train": {"lr": 2e-3}, **parse_set(["lora.r=16"])}, method_configs())
+    assert (cfg.train.lr, cfg.train.epochs, cfg.method_args.r) == (2e-3, 7, 16)
+
+
+def test_full_preset_lr_is_about_a_tenth_of_lora():
+    full = build_config(None, {"method": "full"}, method_configs()).train.lr
+    lora = build_config(None, {"method": "lora"}, method_configs()).train.lr
+    assert 5 <= lora / full <= 20
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"train": {"lr": -1}}, "lr"),
+    ({"train": {"precision": "fp8"}}, "precision"),
+    ({"train": {"batch_size": "many"}}, "batch_size"),
+    ({"train": {"bogus": 1}}, "bogus"),
+    ({"lora": {"r": 0}}, "r > 0"),
+    ({"method": "nope"}, "unknown method"),
+    ({"data": {"validation_fraction": 1.5}}, "validation_fraction"),
+])
+def test_bad_values_are_one_clear_error(bad, msg):
+    with pytest.raises(UserError, match=msg):
+        build_config(None, bad, method_configs())
+
+
+def test_yaml_numbers_are_coerced():
+    # PyYAML reads `5e-4` (no dot) as a string; the config must still get a float
+    args = build_dataclass(TrainArgs, {"lr": "5e-4", "epochs": 2}, "train")
+    assert args.lr == 5e-4 and isinstance(args.epochs, float)
+
+
+def test_bad_recipe_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        build_config(str(tmp_path / "missing.yaml"), {}, method_configs())
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="mapping"):
+        build_config(str(tmp_path / "list.yaml"), {}, method_configs())
+    with pytest.raises(UserError, match="key=value"):
+        parse_set(["train.lr"])
