@@ -14,7 +14,7 @@ from .methods import Context, get_method
 from .metrics import classification_metrics, headline
 from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
 from .runinfo import peak_memory, prepare_output, versions, write_json
-from .train import Hooks, make_accelerator, plan_steps, train
+from .train import Hooks, find_checkpoint, make_accelerator, plan_steps, train
 
 
 def default_output(cfg: RunConfig, task_name: str) -> Path:
@@ -31,6 +31,8 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     tokenizer = load_tokenizer(model_path)
     out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
     prepare_output(out, overwrite, resume)
+    if resume:
+        resume = str(find_checkpoint(resume, out))  # fail now, not after the model is loaded
 
     acc = make_accelerator(cfg.train, out, cpu=cpu)
     log = log if acc.is_main_process else (lambda *a, **k: None)

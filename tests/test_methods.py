@@ -17,13 +17,29 @@ H, L, FF, LABELS = 32, 2, 64, 2  # the tiny BERT of conftest
 def analytic_trainable(method: str, cfg, vocab: int) -> int:
     # the tiny BERT was saved as an MLM: its pooler is new, so it trains (and is saved) with the head
     head = H * LABELS + LABELS + H * H + H
+    all_linear = [(H, H)] * 4 + [(H, FF), (FF, H)]  # (in, out): q, k, v, attention output, FFN in, FFN out
     if method == "full":
         emb = (vocab + 64 + 2) * H + 2 * H
         layer = 4 * (H * H + H) + 2 * H + (H * FF + FF) + (FF * H + H) + 2 * H
         return emb + L * layer + head
-    if method == "lora":
-        per_target = cfg.r * (H + H)  # A: r x in, B: out x r, for the 32x32 query and value
-        return L * 2 * per_target + head
+    if method in ("lora", "dora", "rslora", "lora-all"):
+        targets = all_linear if cfg.target_modules == "all-linear" else [(H, H)] * 2  # query and value
+        per_target = [cfg.r * (i + o) + (o if cfg.use_dora else 0) for i, o in targets]  # A: r x in, B: out x r
+        return L * sum(per_target) + head  # (DoRA adds a magnitude per output)
+    if method == "adalora":  # P (r x in), Q (out x r), singular values (r) at init_r on every matrix
+        return L * sum(cfg.init_rank * (i + o + 1) for i, o in all_linear) + head
+    if method == "adapter":
+        m = cfg.bottleneck or round(H / cfg.reduction_factor)
+        adapters = 2 if cfg.placement == "houlsby" else 1
+        per_adapter = (H * m + m) + (m * H + H)  # down and up projections with biases
+        layernorms = 2 * 2 * H if cfg.train_layernorm else 0
+        return L * (adapters * per_adapter + layernorms) + head
+    if method == "bitfit":  # embedding LayerNorm; per layer q, k, v, attn out, 2 LayerNorms, FFN out (H) + FFN in (FF)
+        return H + L * (7 * H + FF) + head
+    if method == "ia3":  # key and value outputs (H each), the FFN output layer's input (FF)
+        return L * (2 * H + FF) + head
+    if method == "prefix":  # a key and a value vector per virtual token per layer
+        return cfg.num_virtual_tokens * L * 2 * H + head
     raise AssertionError(f"add the formula for {method}")
 
 
@@ -40,9 +56,13 @@ def test_trainable_params_match_formula(tiny_bert, method):
     assert counts["trainable_params"] - counts["trainable_params_no_head"] == H * LABELS + LABELS + H * H + H
 
 
+# lr and epochs that learn the toy task from the tiny random model (chance is 0.5)
+TRAIN = {"full": ("1e-3", 8)}
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_trains_saves_and_reloads_identically(tiny_bert, toy_files, tmp_path, method):
-    lr, epochs = ("1e-3", 8) if method == "full" else ("2e-2", 15)
+    lr, epochs = TRAIN.get(method, ("2e-2", 15))
     cfg = make_config(tiny_bert, toy_files, method=method, output=tmp_path / "run",
                       sets=[f"train.lr={lr}", f"train.epochs={epochs}"])
     metrics = run_tune(cfg, log=lambda *a: None)

@@ -51,4 +51,4 @@ def method_configs() -> dict[str, type]:
     return {name: m.config_cls for name, m in METHODS.items()}
 
 
-from . import full, lora  # noqa: E402,F401  (registers the built-in methods)
+from . import adalora, adapter, bitfit, full, ia3, lora, lora_variants, prefix  # noqa: E402,F401 (registers them)

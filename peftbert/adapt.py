@@ -1,0 +1,360 @@
+"""`peftbert adapt`: continued masked-LM pretraining on a domain's text (DAPT) or a task's text (TAPT).
+
+corpus -> held-out split by document -> packed blocks -> the shared loop (masks drawn afresh per batch)
+-> a plain HF masked-LM checkpoint that `peftbert tune --model DIR` loads, and metrics.json with the
+held-out loss / perplexity / masked-token accuracy before and after, on the same fixed masks.
+
+Override order (later wins): AdaptArgs/TrainArgs defaults < recipes/adapt/default.yaml < --recipe FILE
+< CLI flags and --set key=value. A domain (recipes/domains/<name>.yaml) names corpus files and tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from .config import RECIPES_DIR, DataArgs, TrainArgs, _choice, _positive, _positive_or_none, build_dataclass, \
+    deep_merge, load_yaml
+from .errors import UserError
+
+METRICS = {"loss": False, "perplexity": False, "accuracy": True}  # held-out metric -> greater is better
+
+
+@dataclass
+class AdaptArgs:
+    method: str = field(default="full", metadata={"help": "full (every weight) or lora (merged back at the end)"})
+    block_size: int = field(default=128, metadata={"help": "tokens per packed block, [CLS] and [SEP] included"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens predicted (80/10/10 split)"})
+    whole_word_mask: bool = field(default=False, metadata={"help": "mask all pieces of a word together"})
+    max_tokens: int | None = field(default=None, metadata={"help": "training-token budget (documents sampled)"})
+    heldout_fraction: float = field(default=0.05, metadata={"help": "share of each source's documents held out"})
+    max_heldout_tokens: int | None = field(default=100_000, metadata={"help": "cap on held-out tokens (eval cost)"})
+    head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
+    head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (method lora)"})
+    lora_alpha: float = field(default=32, metadata={"help": "LoRA scaling numerator (method lora)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input (method lora)"})
+    lora_target_modules: str | list = field(default="all-linear", metadata={
+        "help": "qv, all-linear (default: adaptation needs more capacity than a task) or module names"})
+    nsp: bool = field(default=False, metadata={"help": "next-sentence objective (not implemented)"})
+
+    def __post_init__(self):
+        _choice(self, "method", ("full", "lora"))
+        _positive(self, "head_warmup_lr", "lora_r", "lora_alpha")
+        _positive_or_none(self, "max_tokens", "max_heldout_tokens")
+        if self.block_size < 8:
+            raise UserError(f"adapt.block_size must be >= 8, got {self.block_size}")
+        if not 0 < self.mlm_probability < 1 or not 0 < self.heldout_fraction < 1:
+            raise UserError(f"adapt.mlm_probability and adapt.heldout_fraction must be in (0, 1), got "
+                            f"{self.mlm_probability} and {self.heldout_fraction}")
+        if self.head_warmup_steps < 0 or not 0 <= self.lora_dropout < 1:
+            raise UserError("adapt.head_warmup_steps must be >= 0 and adapt.lora_dropout in [0, 1)")
+        if self.nsp:
+            raise UserError("adapt.nsp: the next-sentence objective is not implemented; adapt trains masked-LM "
+                            "only (RoBERTa found NSP unnecessary)")
+
+
+RUN_KEYS = ("model", "output", "domain", "corpus", "task", "text_column", "data_dir")
+
+
+@dataclass
+class AdaptConfig:
+    model: str = "minilm"
+    output: str | None = None
+    domain: str | None = None  # recipes/domains/<name>.yaml (or a YAML path): its corpus sources
+    corpus: list = field(default_factory=list)  # more sources: files, directories, tables, hub ids
+    task: str | None = None  # TAPT: this labelled task's training text
+    text_column: str | None = None
+    data_dir: str | None = None
+    train: TrainArgs = field(default_factory=TrainArgs)
+    adapt: AdaptArgs = field(default_factory=AdaptArgs)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in RUN_KEYS}
+        return {**d, "train": dataclasses.asdict(self.train), "adapt": dataclasses.asdict(self.adapt)}
+
+
+def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
+    """default recipe < --recipe < CLI; validated here, once. `cli` holds only what the user set."""
+    merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
+    if recipe:
+        merged = deep_merge(merged, load_yaml(recipe))
+    merged = deep_merge(merged, cli)
+    unknown = sorted(set(merged) - set(RUN_KEYS) - {"train", "adapt"})
+    if unknown:
+        raise UserError(f"unknown top-level key(s) in adapt recipe: {', '.join(unknown)} "
+                        f"(known: {', '.join(RUN_KEYS)}, train, adapt)")
+    corpus = merged.get("corpus") or []
+    cfg = AdaptConfig(**{k: merged.get(k) for k in RUN_KEYS if k != "corpus"},
+                      corpus=[corpus] if isinstance(corpus, str) else list(corpus),
+                      train=build_dataclass(TrainArgs, merged.get("train"), "train"),
+                      adapt=build_dataclass(AdaptArgs, merged.get("adapt"), "adapt"))
+    cfg.model = str(cfg.model or "minilm")
+    if cfg.train.metric not in METRICS:
+        raise UserError(f"train.metric for adapt must be one of {'|'.join(METRICS)}, got {cfg.train.metric!r}")
+    if not (cfg.domain or cfg.corpus or cfg.task):
+        raise UserError("nothing to adapt on: pass --domain finance, --corpus FILE (repeatable) or --task NAME")
+    return cfg
+
+
+def load_domain(name: str) -> dict:
+    p = Path(name) if name.endswith((".yaml", ".yml")) else RECIPES_DIR / "domains" / f"{name}.yaml"
+    if not p.is_file():
+        known = sorted(q.stem for q in (RECIPES_DIR / "domains").glob("*.yaml"))
+        raise UserError(f"unknown domain {name!r}; known: {', '.join(known) or 'none'} (or pass a YAML file)")
+    d = load_yaml(p)
+    if not isinstance(d.get("corpus"), list) or not d["corpus"]:
+        raise UserError(f"domain recipe {p} needs a non-empty 'corpus:' list of files")
+    return d
+
+
+def collect_sources(cfg: AdaptConfig):
+    from .data.corpus import load_corpus, task_source
+    from .data.tasks import data_dir
+
+    ddir = data_dir(DataArgs(data_dir=cfg.data_dir))
+    specs = list(cfg.corpus)
+    if cfg.domain:
+        specs = [str(s) for s in load_domain(cfg.domain)["corpus"]] + specs
+        if ddir is None:
+            raise UserError(f"domain {cfg.domain!r} reads its corpus from the data directory: "
+                            "set PEFTBERT_DATA_DIR or pass --data-dir")
+    sources = load_corpus(specs, data_dir=ddir, text_column=cfg.text_column)
+    if cfg.task:
+        sources.append(task_source(cfg.task, cfg.data_dir, cfg.train.seed))
+    return sources
+
+
+# ---------------------------------------------------------------- model
+def load_mlm(path: str):
+    """(masked-LM model, whether its head was newly initialised). A new head's decoder is the input
+    embedding matrix (tied, as in BERT), so only the small transform and the bias start from scratch."""
+    from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    from .models import hub_error
+
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the missing-head report is expected; we say it in one line
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    except OSError as e:
+        raise hub_error(path, e) from None
+    except ValueError as e:  # "Unrecognized configuration class ... for AutoModelForMaskedLM"
+        raise UserError(f"{path} cannot be loaded as a masked language model: {str(e).splitlines()[0][:160]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    new_head = any(not k.startswith(model.base_model_prefix + ".") for k in info.get("missing_keys", []))
+    out_emb = model.get_output_embeddings()
+    if new_head and out_emb is not None and out_emb.weight is not model.get_input_embeddings().weight:
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+    return model, new_head
+
+
+def head_names(model) -> list[str]:
+    """Parameters outside the encoder: the MLM head. A tied decoder is listed under the embeddings."""
+    return [n for n, _ in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+
+
+def set_trainable(model, names: list[str] | None):
+    for n, p in model.named_parameters():
+        p.requires_grad = names is None or n in names
+
+
+def apply_lora(model, a: AdaptArgs):
+    from peft import LoraConfig, get_peft_model
+
+    from .methods.lora import resolve_targets
+    from .models import arch_of
+
+    head = set(head_names(model))
+    config = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
+                        target_modules=resolve_targets(a.lora_target_modules, arch_of(model.config)))
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as e:
+        raise UserError(f"lora: {str(e).splitlines()[0][:200]} (set adapt.lora_target_modules)") from None
+    # The head trains fully (it may be new) in place, not as a peft copy: that would untie its decoder.
+    for n, p in model.get_base_model().named_parameters():
+        if n in head:
+            p.requires_grad = True
+    return model
+
+
+def carried_pooler(model, source: str) -> dict:
+    """The source checkpoint's pooler, which a masked-LM model does not hold.
+
+    Sequence classifiers start from the pooler: carrying it over means `tune` on the adapted model
+    differs from `tune` on the original only by what adaptation changed, not by a re-drawn pooler.
+    """
+    from safetensors import safe_open
+
+    have, prefix, found = set(model.state_dict()), model.base_model_prefix, {}
+    for f in sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []:
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                name = k if k.startswith(prefix + ".") else f"{prefix}.{k}"
+                if ".pooler." in f".{k}" and name not in have:
+                    found[name] = st.get_tensor(k)
+    return found
+
+
+def save_checkpoint(model, tokenizer, out: Path, source: str) -> list[str]:
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    pooler = carried_pooler(model, source)
+    weights = out / "model.safetensors"
+    if pooler and weights.is_file():  # (a sharded save has no single file; the pooler is then re-drawn)
+        save_file({**load_file(str(weights)), **pooler}, str(weights), metadata={"format": "pt"})
+    return sorted(pooler)
+
+
+# ---------------------------------------------------------------- evaluation
+def make_evaluator(acc, heldout: dict, batch_size: int):
+    ds = TensorDataset(heldout["input_ids"], heldout["attention_mask"], heldout["labels"])
+    loader = acc.prepare(DataLoader(ds, batch_size=batch_size))
+    return lambda model: mlm_metrics(acc, model, loader)
+
+
+@torch.no_grad()
+def mlm_metrics(acc, model, loader) -> dict:
+    """Token-weighted held-out loss over the fixed masked positions, exp(loss), and top-1 accuracy."""
+    from .data.mlm import IGNORE
+
+    total = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, predicted tokens
+    for ids, attention, labels in loader:
+        with acc.autocast():  # the loop's precision, also for a model not (yet) prepared
+            logits = model(input_ids=ids, attention_mask=attention).logits
+        sel = labels != IGNORE
+        scores, y, rows = logits[sel].float(), labels[sel], sel.nonzero()[:, 0]
+
+        def per_row(v):  # per example, so gather_for_metrics drops the padding duplicates of a last batch
+            return torch.zeros(len(ids), device=v.device, dtype=torch.float64).index_add_(0, rows, v.double())
+
+        parts = acc.gather_for_metrics((per_row(F.cross_entropy(scores, y, reduction="none")),
+                                        per_row((scores.argmax(-1) == y).float()), sel.sum(1).double()))
+        total += torch.stack([p.sum().cpu() for p in parts])
+    loss = (total[0] / total[2].clamp(min=1)).item()
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": (total[1] / total[2]).item(),
+            "masked_tokens": int(total[2])}
+
+
+def summary(m: dict) -> str:
+    return f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, accuracy {m['accuracy']:.4f}"
+
+
+# ---------------------------------------------------------------- the command
+def default_output(cfg: AdaptConfig) -> Path:
+    what = cfg.domain or (cfg.task and cfg.task.replace("@", "-")) or Path(cfg.corpus[0]).name.split(".")[0]
+    model = Path(cfg.model).name or cfg.model
+    return Path("runs") / f"adapt-{Path(what).stem}-{cfg.adapt.method}-{model}-s{cfg.train.seed}"
+
+
+def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
+              log=print) -> dict:
+    import yaml
+
+    from .data.corpus import split_documents
+    from .data.mlm import Blocks, MLMCollator, tokenize_documents
+    from .models import count_params, load_tokenizer, resolve_model
+    from .runinfo import peak_memory, prepare_output, versions, write_json
+    from .train import make_accelerator, train
+
+    a, t = cfg.adapt, cfg.train
+    # Everything a user can get wrong is checked before anything is written.
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    sources = collect_sources(cfg)
+    train_docs, heldout_docs = split_documents(sources, a.heldout_fraction, t.seed)
+    collate = MLMCollator(tokenizer, a.mlm_probability, a.whole_word_mask)
+    torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"
+    model, new_head = load_mlm(model_path)
+    limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
+    if a.block_size > limit:
+        raise UserError(f"adapt.block_size {a.block_size} exceeds the model's {limit} positions")
+    train_blocks = Blocks(tokenize_documents(train_docs, tokenizer, words=a.whole_word_mask, max_tokens=a.max_tokens),
+                          tokenizer, a.block_size)
+    heldout_blocks = Blocks(tokenize_documents(heldout_docs, tokenizer, words=a.whole_word_mask,
+                                               max_tokens=a.max_heldout_tokens), tokenizer, a.block_size)
+    if not len(train_blocks) or not len(heldout_blocks):
+        raise UserError("the corpus has no tokens to train or evaluate on (empty text?)")
+    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    prepare_output(out, overwrite, resume)
+
+    acc = make_accelerator(t, out, cpu=cpu)
+    log = log if acc.is_main_process else (lambda *a, **k: None)
+    for s in sources:
+        st = s.stats()
+        log(f"source {s.name}: {st['documents']:,} documents, {st['lines']:,} lines, {st['heldout_documents']} held out")
+    log(f"train: {len(train_blocks):,} blocks of {a.block_size} ({train_blocks.n_tokens:,} tokens); held out: "
+        f"{len(heldout_blocks):,} blocks ({heldout_blocks.n_tokens:,} tokens)")
+    if new_head:
+        log("the checkpoint has no masked-LM head: initialised one, its decoder tied to the input embeddings")
+    heldout = collate.fixed(heldout_blocks, t.seed)
+    model.to(acc.device).eval()
+    before = make_evaluator(acc, heldout, t.eval_batch_size)(model)
+    log(f"held-out before: {summary(before)}")
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    results, greater = [], METRICS[t.metric]
+    if a.head_warmup_steps and resume:
+        log("resuming: the head warm-up is already in the checkpoint, skipped")
+    elif a.head_warmup_steps:
+        set_trainable(model, head_names(model))  # encoder (and the tied embeddings) frozen
+        warm = dataclasses.replace(t, max_steps=a.head_warmup_steps, lr=a.head_warmup_lr, eval_every=None,
+                                   save_every=None, patience=None)
+        results.append(train(model, train_blocks, collate, warm, accelerator=acc, out_dir=None, greater_is_better=greater,
+                             evaluate=make_evaluator(acc, heldout, t.eval_batch_size), describe="head warm-up"))
+        model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        acc = make_accelerator(t, out, cpu=cpu)  # a fresh one: the loop prepares the model again
+    set_trainable(model, None)
+    if a.method == "lora":
+        model = apply_lora(model, a)
+    params = count_params(model)
+    log(f"method {a.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
+        f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
+    evaluate = make_evaluator(acc, heldout, t.eval_batch_size)
+    results.append(train(model, train_blocks, collate, t, accelerator=acc, evaluate=evaluate, out_dir=out,
+                         resume=resume, greater_is_better=greater, describe=f"adapt-{a.method}"))
+
+    model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+    if a.method == "lora":
+        model = model.merge_and_unload()  # a plain checkpoint: nothing downstream needs peft
+    model.eval()
+    after = evaluate(model)
+    res = results[-1]
+    seconds = sum(r.train_seconds for r in results)
+    tokens = round(sum(r.samples_seen for r in results) * train_blocks.n_tokens / len(train_blocks))
+    metrics = {
+        "model": cfg.model, "model_path": model_path, "method": a.method, "domain": cfg.domain, "task": cfg.task,
+        "sources": [s.stats() for s in sources], "head_initialised": new_head,
+        "head_warmup_steps": a.head_warmup_steps, "block_size": a.block_size, "mlm_probability": a.mlm_probability,
+        "whole_word_mask": a.whole_word_mask, "seed": t.seed,
+        "train_blocks": len(train_blocks), "train_tokens": train_blocks.n_tokens,
+        "heldout_blocks": len(heldout_blocks), "heldout_tokens": heldout_blocks.n_tokens,
+        "heldout_before": before, "heldout_after": after, "metric": t.metric,
+        "best_step": res.best_step, "steps": res.steps, "epochs": round(res.epochs_run, 3),
+        "stopped_early": res.stopped_early, "tokens_seen": tokens, "train_seconds": round(seconds, 2),
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1), **params,
+        "precision": acc.mixed_precision, "num_processes": acc.num_processes, "device": str(acc.device),
+        **peak_memory(), "versions": versions(),
+    }
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        metrics["carried_over"] = save_checkpoint(model, tokenizer, out, model_path)
+        write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    log(f"held-out after:  {summary(after)}")
+    log(f"wrote {out} (load it with `peftbert tune --model {out}`)")
+    return metrics

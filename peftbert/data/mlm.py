@@ -1,0 +1,148 @@
+"""Masked-LM data: documents -> one token stream -> fixed-length blocks -> BERT's masking.
+
+Packing: documents are joined with [SEP] and cut into blocks of [CLS] + (block_size - 2) tokens + [SEP]
+(RoBERTa's FULL-SENTENCES packing: no compute spent on padding). Train and held-out documents are
+packed separately, so no block mixes the two; only a split's last block is short, and padded.
+
+Masking (Devlin et al. 2019): each non-special token is predicted with probability p (0.15); of
+those 80% become [MASK], 10% a random token, 10% stay. Whole-word masking draws once per word and
+predicts all its WordPiece pieces together. Special tokens and padding are never predicted or replaced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+
+IGNORE = -100  # label of a position that is not predicted (the CE loss skips it)
+
+
+@dataclass
+class Stream:
+    ids: np.ndarray  # int32 token ids of all documents, [SEP] between documents
+    word_start: np.ndarray | None  # bool per token: it begins a word (only for whole-word masking)
+
+
+def tokenize_documents(docs: list[list[str]], tokenizer, *, words: bool = False, max_tokens: int | None = None,
+                       chunk_lines: int = 4096) -> Stream:
+    """Tokenise documents in order until `max_tokens` (a training budget) is reached; lines never merge."""
+    if words and not getattr(tokenizer, "is_fast", False):
+        raise UserError("whole-word masking needs a fast tokenizer (one with a tokenizer.json)")
+    sep = np.array([tokenizer.sep_token_id], dtype=np.int32)
+    ids, starts, total, i = [], [], 0, 0
+    while i < len(docs) and (max_tokens is None or total < max_tokens):
+        batch, n_lines = [], 0
+        while i < len(docs) and n_lines < chunk_lines:  # the fast tokenizer is fastest on big batches
+            batch.append(docs[i])
+            n_lines += len(docs[i])
+            i += 1
+        enc = tokenizer([line for d in batch for line in d], add_special_tokens=False, return_attention_mask=False,
+                        return_token_type_ids=False, verbose=False)
+        k = 0
+        for d in batch:
+            for _ in d:
+                ids.append(np.asarray(enc["input_ids"][k], dtype=np.int32))
+                if words:
+                    w = np.asarray(enc.word_ids(k))
+                    starts.append(np.concatenate([[True], w[1:] != w[:-1]]) if len(w) else np.zeros(0, bool))
+                total += len(ids[-1])
+                k += 1
+            ids.append(sep)
+            if words:
+                starts.append(np.ones(1, bool))
+            if max_tokens is not None and total >= max_tokens:
+                break
+    if not ids:
+        return Stream(np.zeros(0, np.int32), np.zeros(0, bool) if words else None)
+    # the last document needs no separator; the budget cuts mid-document
+    stream = np.concatenate(ids)[:-1][:max_tokens]
+    word_start = np.concatenate(starts)[:-1][:max_tokens] if words else None
+    return Stream(stream, word_start)
+
+
+class Blocks(Dataset):
+    """Packed blocks: `ids` [n, block_size], `lengths` (non-padding tokens), `word_start` or None."""
+
+    def __init__(self, stream: Stream, tokenizer, block_size: int):
+        body = block_size - 2
+        n = math.ceil(len(stream.ids) / body)
+        self.ids = np.full((n, block_size), tokenizer.pad_token_id or 0, dtype=np.int32)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.word_start = np.ones((n, block_size), bool) if stream.word_start is not None else None
+        for b in range(n):
+            chunk = stream.ids[b * body:(b + 1) * body]
+            self.ids[b, 0], self.ids[b, 1:1 + len(chunk)], self.ids[b, 1 + len(chunk)] = (
+                tokenizer.cls_token_id, chunk, tokenizer.sep_token_id)
+            self.lengths[b] = len(chunk) + 2
+            if self.word_start is not None:
+                self.word_start[b, 1:1 + len(chunk)] = stream.word_start[b * body:(b + 1) * body]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "length": self.lengths[i],
+                "word_start": None if self.word_start is None else self.word_start[i]}
+
+
+def mask_tokens(ids, maskable, probability: float, mask_id: int, random_ids, word_start=None, generator=None):
+    """(inputs, labels) for a [batch, length] LongTensor; `maskable` marks real, non-special tokens."""
+    draw = torch.rand(ids.shape, generator=generator)
+    if word_start is not None:
+        # one draw per word (its index = number of word starts so far), shared by all its pieces
+        word = torch.cumsum(word_start.long(), 1) - 1
+        draw = draw.gather(1, word)
+    else:
+        word = torch.arange(ids.shape[1]).expand_as(ids)
+    chosen = (draw < probability) & maskable
+    # A row with nothing chosen teaches nothing, and an all-empty batch gives a NaN loss: pick one word.
+    empty = ~chosen.any(1) & maskable.any(1)
+    if empty.any():
+        pick = (torch.rand(ids.shape, generator=generator) * maskable).argmax(1, keepdim=True)
+        chosen |= empty[:, None] & (word == word.gather(1, pick)) & maskable
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+    roll = torch.rand(ids.shape, generator=generator)
+    inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    picks = torch.randint(len(random_ids), (int(swap.sum()),), generator=generator)
+    inputs[swap] = random_ids[picks]
+    return inputs, labels
+
+
+class MLMCollator:
+    """Batches blocks and masks them afresh each time (dynamic masking, as RoBERTa)."""
+
+    def __init__(self, tokenizer, probability: float = 0.15, whole_word: bool = False):
+        if tokenizer.mask_token_id is None:
+            raise UserError("the tokenizer has no mask token, so it cannot be used for masked-LM training")
+        self.probability, self.whole_word, self.mask_id = probability, whole_word, tokenizer.mask_token_id
+        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        usable = torch.ones(len(tokenizer), dtype=torch.bool)
+        usable[self.special] = False  # a "random" replacement is a real word, never [PAD] or [CLS]
+        self.random_ids = usable.nonzero().squeeze(1)
+
+    def __call__(self, items, generator=None):
+        ids = torch.as_tensor(np.stack([it["input_ids"] for it in items]), dtype=torch.long)
+        lengths = torch.as_tensor([int(it["length"]) for it in items])
+        attention = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+        maskable = attention & ~torch.isin(ids, self.special)
+        word_start = None
+        if self.whole_word:
+            word_start = torch.as_tensor(np.stack([it["word_start"] for it in items]))
+        inputs, labels = mask_tokens(ids, maskable, self.probability, self.mask_id, self.random_ids,
+                                     word_start, generator)
+        return {"input_ids": inputs, "attention_mask": attention.long(), "labels": labels}
+
+    def fixed(self, blocks: Blocks, seed: int) -> dict:
+        """The held-out set masked once, from a seeded generator: the same masks before and after training."""
+        return self([blocks[i] for i in range(len(blocks))], generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,75 @@
+"""Size a method to a trainable-parameter budget, to compare methods at equal cost (AdaLoRA paper, Table 7).
+
+Each sizable method has one size knob, and its trainable parameters outside the head (every method
+trains the same head) are affine in it: count(size) = fixed + slope x size. Rather than keep a formula
+per method and architecture in sync with the code, we count two sizes with the method's own `apply` on
+a weightless (meta-device) copy of the architecture and solve for the size closest to the budget, so the
+result agrees with `trainable_params_no_head` in metrics.json.
+
+AdaLoRA is sized by its final budget, as in the paper: target_r triplets per matrix (each r x (in+out+1)
+numbers); during training it holds init_r = ceil(1.5 x target_r).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from ..errors import UserError
+
+KNOBS = {"lora": "r", "dora": "r", "rslora": "r", "lora-all": "r", "adalora": "target_r",
+         "adapter": "bottleneck", "prefix": "num_virtual_tokens"}
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+
+def parse_budget(text: str | int | float) -> int:
+    """'0.3M' -> 300000; also '150k', '1.2e6', '1_000_000', 300000."""
+    m = re.fullmatch(r"\s*(\d[\d_,]*(?:\.\d*)?(?:e[+-]?\d+)?)\s*([kmb]?)\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise UserError(f"budget {text!r} is not a parameter count: write e.g. 0.3M, 150k or 300000")
+    value = round(float(m.group(1).replace("_", "").replace(",", "")) * _UNITS[m.group(2).lower()])
+    if value < 1:
+        raise UserError(f"budget must be at least 1 parameter, got {text!r}")
+    return value
+
+
+def size_for_budget(method: str, budget_params: int, model_config, arch, args=None) -> dict:
+    """Overrides for the method's config block (e.g. {"r": 4}) meeting `budget_params` as closely as possible.
+
+    `args` is the run's method config (target modules, placement, ... stay as the user set them);
+    default: the method's defaults.
+    """
+    from . import get_method
+
+    if method not in KNOBS:
+        raise UserError(f"a budget sizes {', '.join(KNOBS)}; {method!r} has no size to set")
+    args = args if args is not None else get_method(method).config_cls()
+
+    def count(size: int) -> int:
+        over = {"target_r": 1, "init_r": size} if method == "adalora" else {KNOBS[method]: size}
+        return _trainable_no_head(method, dataclasses.replace(args, **over), model_config, arch)
+
+    c2, c3 = count(2), count(3)  # 2 and 3: AdaLoRA needs init_r > target_r = 1
+    slope, fixed = c3 - c2, c2 - 2 * (c3 - c2)
+    size = round((budget_params - fixed) / slope)
+    if size < 1:
+        raise UserError(f"a budget of {budget_params:,} is below the smallest {method} "
+                        f"({fixed + slope:,} trainable parameters at {KNOBS[method]}=1, head excluded)")
+    if method == "adalora":
+        return {"target_r": size, "init_r": math.ceil(1.5 * size)}
+    return {KNOBS[method]: size}
+
+
+def _trainable_no_head(method: str, args, model_config, arch) -> int:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from ..models import count_params
+    from . import Context, get_method
+
+    with torch.device("meta"):  # shapes only: no memory, no init cost, any model size
+        model = AutoModelForSequenceClassification.from_config(model_config)
+    ctx = Context(arch=arch, total_steps=100, num_labels=model_config.num_labels, head=arch.head)
+    model = get_method(method).apply(model, args, ctx)
+    return count_params(model, arch.head)["trainable_params_no_head"]

@@ -1,0 +1,29 @@
+"""LoRA variants that are only different defaults of the `lora` config: same apply, own name and preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import Method, register
+from .lora import LoraArgs, apply
+
+
+@dataclass
+class DoraArgs(LoraArgs):
+    use_dora: bool = field(default=True, metadata={"help": "weight-decomposed LoRA (DoRA, Liu et al. 2024)"})
+
+
+@dataclass
+class RsLoraArgs(LoraArgs):
+    use_rslora: bool = field(default=True, metadata={"help": "rank-stabilised scaling alpha/sqrt(r) (Kalajdzievski 2023)"})
+
+
+@dataclass
+class LoraAllArgs(LoraArgs):
+    target_modules: str | list = field(default="all-linear", metadata={
+        "help": "all-linear (every encoder linear layer), qv, or a list of module names"})
+
+
+register(Method("dora", DoraArgs, apply, help="LoRA + learned magnitude per output (peft DoRA)"))
+register(Method("rslora", RsLoraArgs, apply, help="LoRA with alpha/sqrt(r) scaling, for higher ranks"))
+register(Method("lora-all", LoraAllArgs, apply, help="LoRA on every linear layer of the encoder"))
