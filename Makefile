@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/peftbert demo --output runs/demo
+	$(VENV)/bin/peftbert tune --output runs/demo --overwrite
 
 test: install
 	$(PY) -m pytest -q

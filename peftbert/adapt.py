@@ -219,6 +219,37 @@ def save_checkpoint(model, tokenizer, out: Path, source: str) -> list[str]:
     return sorted(pooler)
 
 
+class PredictedOnly(torch.nn.Module):
+    """The masked-LM loss with the vocabulary projection run only where a token is predicted.
+
+    HF's masked-LM forward projects every position onto the vocabulary and drops 85% of it; for a
+    small encoder (MiniLM: 384 wide, 30k words) that projection costs as much as the encoder itself.
+    `logits` holds the scores of the predicted positions only, in row-major order. Without `labels`
+    (training) it masks the batch itself, with the loop's RNG (see data.mlm.MLMCollator).
+    """
+
+    def __init__(self, mlm, masker=None):
+        super().__init__()
+        self.mlm, self.masker = mlm, masker
+        # by name, not as a second submodule: that would save the head's weights twice
+        self.head = next((n for n in ("cls", "lm_head") if hasattr(mlm, n)), None)
+
+    def forward(self, input_ids, attention_mask, labels=None, word_start=None):
+        from transformers.modeling_outputs import MaskedLMOutput
+
+        from .data.mlm import IGNORE
+
+        if labels is None:
+            input_ids, labels = self.masker.mask(input_ids, attention_mask, word_start)
+        sel = labels != IGNORE
+        if self.head is None:  # a head we do not know: the model's own (full) forward
+            scores = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits[sel]
+        else:
+            hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+            scores = getattr(self.mlm, self.head)(hidden[sel])
+        return MaskedLMOutput(loss=F.cross_entropy(scores.float(), labels[sel]), logits=scores)
+
+
 # ---------------------------------------------------------------- evaluation
 def make_evaluator(acc, heldout: dict, batch_size: int):
     ds = TensorDataset(heldout["input_ids"], heldout["attention_mask"], heldout["labels"])
@@ -227,16 +258,16 @@ def make_evaluator(acc, heldout: dict, batch_size: int):
 
 
 @torch.no_grad()
-def mlm_metrics(acc, model, loader) -> dict:
+def mlm_metrics(acc, net: PredictedOnly, loader) -> dict:
     """Token-weighted held-out loss over the fixed masked positions, exp(loss), and top-1 accuracy."""
     from .data.mlm import IGNORE
 
     total = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, predicted tokens
     for ids, attention, labels in loader:
         with acc.autocast():  # the loop's precision, also for a model not (yet) prepared
-            logits = model(input_ids=ids, attention_mask=attention).logits
+            scores = net(input_ids=ids, attention_mask=attention, labels=labels).logits.float()
         sel = labels != IGNORE
-        scores, y, rows = logits[sel].float(), labels[sel], sel.nonzero()[:, 0]
+        y, rows = labels[sel], sel.nonzero()[:, 0]
 
         def per_row(v):  # per example, so gather_for_metrics drops the padding duplicates of a last batch
             return torch.zeros(len(ids), device=v.device, dtype=torch.float64).index_add_(0, rows, v.double())
@@ -295,14 +326,15 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     log = log if acc.is_main_process else (lambda *a, **k: None)
     for s in sources:
         st = s.stats()
-        log(f"source {s.name}: {st['documents']:,} documents, {st['lines']:,} lines, {st['heldout_documents']} held out")
+        log(f"source {s.name}: {st['documents']:,} documents ({st['heldout_documents']} held out), "
+            f"{st['lines']:,} lines")
     log(f"train: {len(train_blocks):,} blocks of {a.block_size} ({train_blocks.n_tokens:,} tokens); held out: "
         f"{len(heldout_blocks):,} blocks ({heldout_blocks.n_tokens:,} tokens)")
     if new_head:
         log("the checkpoint has no masked-LM head: initialised one, its decoder tied to the input embeddings")
     heldout = collate.fixed(heldout_blocks, t.seed)
-    model.to(acc.device).eval()
-    before = make_evaluator(acc, heldout, t.eval_batch_size)(model)
+    net = PredictedOnly(model.to(acc.device), masker=collate).eval()
+    before = make_evaluator(acc, heldout, t.eval_batch_size)(net)
     log(f"held-out before: {summary(before)}")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -315,28 +347,32 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         set_trainable(model, head_names(model))  # encoder (and the tied embeddings) frozen
         warm = dataclasses.replace(t, max_steps=a.head_warmup_steps, lr=a.head_warmup_lr, eval_every=None,
                                    save_every=None, patience=None)
-        results.append(train(model, train_blocks, collate, warm, accelerator=acc, out_dir=None, greater_is_better=greater,
-                             evaluate=make_evaluator(acc, heldout, t.eval_batch_size), describe="head warm-up"))
-        model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        results.append(train(net, train_blocks, collate.batch, warm, accelerator=acc, out_dir=None,
+                             evaluate=make_evaluator(acc, heldout, t.eval_batch_size), greater_is_better=greater,
+                             describe="head warm-up"))
+        net = acc.unwrap_model(net, keep_fp32_wrapper=False)
         acc = make_accelerator(t, out, cpu=cpu)  # a fresh one: the loop prepares the model again
     set_trainable(model, None)
     if a.method == "lora":
-        model = apply_lora(model, a)
+        model = apply_lora(model, a)  # LoRA layers go into the model in place; `net` runs them
     params = count_params(model)
     log(f"method {a.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
         f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
     evaluate = make_evaluator(acc, heldout, t.eval_batch_size)
-    results.append(train(model, train_blocks, collate, t, accelerator=acc, evaluate=evaluate, out_dir=out,
+    results.append(train(net, train_blocks, collate.batch, t, accelerator=acc, evaluate=evaluate, out_dir=out,
                          resume=resume, greater_is_better=greater, describe=f"adapt-{a.method}"))
 
-    model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+    acc.unwrap_model(net, keep_fp32_wrapper=False)  # (the loop restored the best weights into it)
     if a.method == "lora":
         model = model.merge_and_unload()  # a plain checkpoint: nothing downstream needs peft
     model.eval()
-    after = evaluate(model)
+    after = evaluate(PredictedOnly(model))
     res = results[-1]
     seconds = sum(r.train_seconds for r in results)
-    tokens = round(sum(r.samples_seen for r in results) * train_blocks.n_tokens / len(train_blocks))
+    blocks_seen = sum(r.samples_seen for r in results)
+    if resume and a.head_warmup_steps:  # the warm-up ran before the checkpoint: count its blocks
+        blocks_seen += a.head_warmup_steps * t.batch_size * t.grad_accum * acc.num_processes
+    tokens = round(blocks_seen * train_blocks.n_tokens / len(train_blocks))
     metrics = {
         "model": cfg.model, "model_path": model_path, "method": a.method, "domain": cfg.domain, "task": cfg.task,
         "sources": [s.stats() for s in sources], "head_initialised": new_head,
@@ -347,7 +383,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "heldout_before": before, "heldout_after": after, "metric": t.metric,
         "best_step": res.best_step, "steps": res.steps, "epochs": round(res.epochs_run, 3),
         "stopped_early": res.stopped_early, "tokens_seen": tokens, "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1), **params,
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),  # training only: the loop times evals apart
+        "eval_seconds": round(sum(r.eval_seconds for r in results), 2), **params,
         "precision": acc.mixed_precision, "num_processes": acc.num_processes, "device": str(acc.device),
         **peak_memory(), "versions": versions(),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import warnings
@@ -16,6 +17,12 @@ from .errors import UserError
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # peft calls a transformers API that transformers 5 deprecates; the user can do nothing about it.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+# An unreachable Hub is reported by our own one-line error; hub clients' retry warnings would only repeat it.
+# (huggingface_hub sets its logger level on import, so import it first.)
+import huggingface_hub.utils.logging as _hub_logging  # noqa: E402
+
+_hub_logging.set_verbosity_error()
+logging.getLogger("datasets").setLevel(logging.ERROR)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Parameter-efficient fine-tuning and domain-adaptive pretraining for BERT-family encoders.")
 
@@ -119,6 +126,11 @@ def predict(
 
     run_predict(run_dir, texts=text, file=file, text_column=text_column, text_pair_column=text_pair_column,
                 label_column=label_column, output=output, batch_size=batch_size)
+
+
+from .cli_adapt import adapt  # noqa: E402  (its own module: adapt has many options)
+
+app.command()(friendly(adapt))
 
 
 @app.command()

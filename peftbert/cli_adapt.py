@@ -4,11 +4,12 @@ Kept thin like `tune`: flags -> a typed AdaptConfig -> peftbert.adapt.run_adapt.
 imported inside the function so `peftbert --help` stays fast.
 """
 
-from __future__ import annotations
-
 from typing import List, Optional
 
 import typer
+from typer import Option
+
+Str, Int, Float, Strs = Optional[str], Optional[int], Optional[float], Optional[List[str]]  # unset = None
 
 
 def _given(**kw) -> dict:
@@ -16,37 +17,38 @@ def _given(**kw) -> dict:
 
 
 def adapt(
-    model: Optional[str] = typer.Option(None, help="model: 'minilm' (embedded default), a local directory, or a hub id"),
-    domain: Optional[str] = typer.Option(None, help="domain whose corpus to read: a name under recipes/domains (finance) or a YAML file"),
-    corpus: Optional[List[str]] = typer.Option(None, help="text source (repeatable): .txt/.txt.gz file, directory, CSV/JSONL/Parquet, or hub dataset id"),
-    task: Optional[str] = typer.Option(None, help="task-adaptive pretraining: use this labelled task's training text"),
-    text_column: Optional[str] = typer.Option(None, help="text column of table sources (default: text, sentence, content or body)"),
-    data_dir: Optional[str] = typer.Option(None, help="data directory that domain corpora and tasks are read from [env PEFTBERT_DATA_DIR]"),
-    recipe: Optional[str] = typer.Option(None, help="YAML recipe merged over recipes/adapt/default.yaml"),
-    output: Optional[str] = typer.Option(None, help="run directory (default runs/adapt-<domain|task|corpus>-<method>-<model>-s<seed>)"),
-    method: Optional[str] = typer.Option(None, help="full (every weight) or lora (merged back into a plain checkpoint)"),
-    block_size: Optional[int] = typer.Option(None, help="tokens per packed training block, [CLS] and [SEP] included"),
-    mlm_probability: Optional[float] = typer.Option(None, help="share of tokens predicted (of those: 80% [MASK], 10% random, 10% kept)"),
-    whole_word_mask: Optional[bool] = typer.Option(None, "--whole-word-mask/--no-whole-word-mask", help="mask all pieces of a word together"),
-    max_tokens: Optional[int] = typer.Option(None, help="training-token budget: documents are sampled until it is reached"),
-    heldout_fraction: Optional[float] = typer.Option(None, help="share of each source's documents held out for evaluation"),
-    max_heldout_tokens: Optional[int] = typer.Option(None, help="cap on held-out tokens (evaluation cost)"),
-    head_warmup_steps: Optional[int] = typer.Option(None, help="first train only the MLM head for N steps (encoder frozen)"),
-    lora_r: Optional[int] = typer.Option(None, help="LoRA rank (with --method lora)"),
-    lora_alpha: Optional[float] = typer.Option(None, help="LoRA scaling numerator (with --method lora)"),
-    epochs: Optional[float] = typer.Option(None, help="passes over the training blocks"),
-    max_steps: Optional[int] = typer.Option(None, help="stop after this many optimizer steps"),
-    batch_size: Optional[int] = typer.Option(None, help="blocks per device per step"),
-    grad_accum: Optional[int] = typer.Option(None, help="batches accumulated per optimizer step"),
-    lr: Optional[float] = typer.Option(None, help="peak learning rate (recipe default 1e-4; about 5e-4 for lora)"),
-    precision: Optional[str] = typer.Option(None, help="auto|no|bf16|fp16 (auto: bf16 where the hardware has it)"),
-    seed: Optional[int] = typer.Option(None, help="random seed (split, sampling, masks, init, shuffling)"),
-    eval_every: Optional[int] = typer.Option(None, help="evaluate the held-out set every N steps"),
-    save_every: Optional[int] = typer.Option(None, help="write a resumable checkpoint every N steps"),
-    resume: Optional[str] = typer.Option(None, help="continue from 'latest' or a checkpoint directory"),
-    overwrite: bool = typer.Option(False, help="replace an existing run directory"),
-    cpu: bool = typer.Option(False, help="train on the CPU even when a GPU is present"),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="override any recipe key, e.g. --set adapt.block_size=256"),
+    model: Str = Option(None, help="'minilm' (embedded default), a local directory, or a hub id"),
+    domain: Str = Option(None, help="domain corpus: a name in recipes/domains (finance) or a YAML file"),
+    corpus: Strs = Option(None, help="text source (repeatable): .txt(.gz), folder, CSV/JSONL/Parquet, hub id"),
+    task: Str = Option(None, help="task-adaptive pretraining on this task's training text"),
+    text_column: Str = Option(None, help="text column of table sources (default: text/sentence/content/body)"),
+    data_dir: Str = Option(None, help="where domain corpora and tasks live (env PEFTBERT_DATA_DIR)"),
+    recipe: Str = Option(None, help="YAML recipe merged over recipes/adapt/default.yaml"),
+    output: Str = Option(None, help="run directory (default runs/adapt-<source>-<method>-<model>-s<seed>)"),
+    method: Str = Option(None, help="full (every weight) or lora (merged into a plain checkpoint)"),
+    block_size: Int = Option(None, help="tokens per packed block, [CLS] and [SEP] included"),
+    mlm_probability: Float = Option(None, help="share of tokens predicted (80% [MASK], 10% random, 10% kept)"),
+    whole_word_mask: Optional[bool] = Option(None, "--whole-word-mask/--no-whole-word-mask",
+                                             help="mask all pieces of a word together"),
+    max_tokens: Int = Option(None, help="training-token budget (documents sampled until reached)"),
+    heldout_fraction: Float = Option(None, help="share of each source's documents held out"),
+    max_heldout_tokens: Int = Option(None, help="cap on held-out tokens (evaluation cost)"),
+    head_warmup_steps: Int = Option(None, help="first train only the MLM head N steps (encoder frozen)"),
+    lora_r: Int = Option(None, help="LoRA rank (with --method lora)"),
+    lora_alpha: Float = Option(None, help="LoRA scaling numerator (with --method lora)"),
+    epochs: Float = Option(None, help="passes over the training blocks"),
+    max_steps: Int = Option(None, help="stop after this many optimizer steps"),
+    batch_size: Int = Option(None, help="blocks per device per step"),
+    grad_accum: Int = Option(None, help="batches accumulated per optimizer step"),
+    lr: Float = Option(None, help="peak learning rate (default 1e-4; about 5e-4 for lora)"),
+    precision: Str = Option(None, help="auto|no|bf16|fp16 (auto: bf16 where supported)"),
+    seed: Int = Option(None, help="random seed (split, sampling, masks, init, shuffling)"),
+    eval_every: Int = Option(None, help="evaluate the held-out set every N steps"),
+    save_every: Int = Option(None, help="write a resumable checkpoint every N steps"),
+    resume: Str = Option(None, help="continue from 'latest' or a checkpoint directory"),
+    overwrite: bool = Option(False, help="replace an existing run directory"),
+    cpu: bool = Option(False, help="train on the CPU even when a GPU is present"),
+    set_: Strs = Option(None, "--set", help="override a recipe key, e.g. --set adapt.block_size=256"),
 ):
     """Continue masked-LM pretraining on domain or task text; writes a checkpoint `tune --model` loads."""
     from .adapt import build_adapt_config, run_adapt

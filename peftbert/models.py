@@ -34,7 +34,25 @@ def resolve_model(name: str) -> str:
         return str(p.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model path not found: {name} (pass an existing directory, a hub id, or 'minilm')")
-    return name  # a hub id: from_pretrained downloads it, or fails offline (see load_errors)
+    check_hub(f"model {name!r}", "use a local directory or 'minilm'")
+    return name  # a hub id: from_pretrained downloads it (or finds it in the local cache)
+
+
+def check_hub(what: str, instead: str) -> None:
+    """Fail in one line, at once, when the Hub cannot be reached, instead of after a minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return  # offline mode: from_pretrained looks in the local cache and says so if it is not there
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        raise UserError(f"cannot reach {host} to fetch {what}: {instead}, or set HF_HUB_OFFLINE=1 to use "
+                        "the local cache") from None
 
 
 def hub_error(name: str, err: Exception) -> UserError:

@@ -38,7 +38,8 @@ class TrainResult:
     best_metric: float | None = None
     best_eval: dict | None = None
     history: list = field(default_factory=list)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time of the loop minus the time spent evaluating
+    eval_seconds: float = 0.0
     samples_seen: int = 0
     stopped_early: bool = False
 
@@ -139,6 +140,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
 
     def do_eval(epoch_float):
         nonlocal best_state, bad_evals
+        t_eval = time.perf_counter()
         model.eval()
         metrics = evaluate(model)
         model.train()
@@ -163,6 +165,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
         if acc.is_main_process:
             tqdm.write(f"[{describe}] step {res.steps} epoch {epoch_float:.2f}: {args.metric} {value:.4f}"
                        + (" (best)" if improved else ""))
+        res.eval_seconds += time.perf_counter() - t_eval
         return args.patience is not None and bad_evals >= args.patience
 
     bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,
@@ -214,7 +217,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     bar.close()
     if not res.stopped_early and (not res.history or res.history[-1]["step"] != res.steps):
         do_eval(res.steps / steps_per_epoch)  # the run ended between evaluations: score where it stopped
-    res.train_seconds = time.perf_counter() - t0
+    res.train_seconds = time.perf_counter() - t0 - res.eval_seconds
     res.epochs_run = res.steps / steps_per_epoch
     if best_state is not None:  # end with the best weights, not the last ones
         unwrapped = acc.unwrap_model(model)

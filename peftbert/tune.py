@@ -81,6 +81,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
         **params, "validation": validation, "test": test,
         "best_step": result.best_step, "steps": result.steps, "epochs": round(result.epochs_run, 3),
         "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
+        "eval_seconds": round(result.eval_seconds, 2),
         "train_samples_per_second": round(result.samples_seen / max(result.train_seconds, 1e-9), 2),
         "precision": acc.mixed_precision, "num_processes": acc.num_processes, "device": str(acc.device),
         **peak_memory(), "versions": versions(),

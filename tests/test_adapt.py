@@ -68,6 +68,7 @@ def test_tapt_reads_only_the_task_training_text():
 
 @pytest.mark.parametrize("change, needle", [
     ({"corpus": ["/no/such/corpus.txt"]}, "corpus source not found"),
+    ({"corpus": ["data/missing.txt.gz"]}, "corpus source not found"),
     ({"corpus": ["EMPTY"]}, "has no text"),
     ({"corpus": ["ONE_DOC"]}, "too few documents"),
     ({"corpus": []}, "nothing to adapt on"),
@@ -125,6 +126,18 @@ def test_adapt_lowers_heldout_perplexity_and_the_output_loads(tiny_bert, corpus,
     assert clf.config.num_labels == 2
 
 
+def test_predicted_only_head_gives_the_models_own_loss(tiny_bert):
+    from transformers import AutoTokenizer
+
+    from peftbert.adapt import PredictedOnly
+    from peftbert.data.mlm import Blocks, MLMCollator, tokenize_documents
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    blocks = Blocks(tokenize_documents([["the company said a record quarter"] * 9], tok), tok, 16)
+    batch = MLMCollator(tok)([blocks[i] for i in range(len(blocks))], generator=torch.Generator().manual_seed(0))
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert).eval()
+    assert torch.allclose(PredictedOnly(model)(**batch).loss, model(**batch).loss, atol=1e-5)
+
+
 def headless_bert(path):
     """Like the embedded MiniLM: an encoder with a pooler and no masked-LM head."""
     torch.manual_seed(0)
@@ -164,8 +177,8 @@ def test_new_head_is_tied_warmed_up_and_lora_is_merged(corpus, tmp_path):
 def test_adapt_minilm_on_the_finance_domain(tmp_path):
     out = tmp_path / "out"
     cfg = build_adapt_config(None, {"domain": "finance", "output": str(out),
-                                    "train": {"max_steps": 5, "batch_size": 8, "eval_batch_size": 16},
-                                    "adapt": {"max_tokens": 20_000, "max_heldout_tokens": 3_000,
+                                    "train": {"max_steps": 5, "batch_size": 8, "eval_batch_size": 32},
+                                    "adapt": {"block_size": 64, "max_tokens": 10_000, "max_heldout_tokens": 2_000,
                                               "head_warmup_steps": 3}})
     run_adapt(cfg, log=quiet)
     m = json.loads((out / "metrics.json").read_text())
@@ -173,6 +186,6 @@ def test_adapt_minilm_on_the_finance_domain(tmp_path):
     assert [s["path"].split("/")[-1] for s in m["sources"]] == [
         "fomc_minutes_1996_2024.txt.gz", "fomc_speeches_1996_2022.txt.gz",
         "fomc_press_conferences_2011_2022.txt.gz", "reuters21578.txt.gz"]
-    assert m["sources"][0]["documents"] == 230 and 8 * 8 * 120 < m["tokens_seen"] <= 8 * 8 * 128
+    assert m["sources"][0]["documents"] == 230 and 8 * 8 * 60 < m["tokens_seen"] <= 8 * 8 * 64
     assert m["heldout_after"]["loss"] < m["heldout_before"]["loss"]
     assert AutoModelForMaskedLM.from_pretrained(out).config.model_type == "bert"

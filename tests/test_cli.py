@@ -95,3 +95,19 @@ def test_every_tune_option_has_help():
     cmd = typer.main.get_command(app).commands["tune"]
     missing = [p.name for p in cmd.params if not getattr(p, "help", None)]
     assert not missing, missing
+
+
+def test_unreachable_hub_is_one_line(tiny_bert, toy_files, tmp_path, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_network(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    r = runner.invoke(app, tune_args(tiny_bert, toy_files, tmp_path / "run", "--model", "some-org/some-bert"))
+    assert_one_line_error(r, "cannot reach", "some-org/some-bert")
+    r = runner.invoke(app, ["tune", "--task", "some-org/some-dataset", "--output", str(tmp_path / "run")])
+    assert_one_line_error(r, "cannot reach", "--train-file")

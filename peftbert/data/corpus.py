@@ -44,7 +44,8 @@ def load_corpus(specs: list[str], *, data_dir: Path | None, text_column: str | N
 def read_source(spec: str, *, data_dir: Path | None, text_column: str | None = None) -> list[Source]:
     path = resolve_path(spec, data_dir)
     if path is None:
-        if "/" in spec and not spec.startswith((".", "/", "~")) and spec.count("/") == 1:
+        looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and _kind(Path(spec)) is None
+        if looks_like_hub_id:  # owner/name; a missing data/file.txt is reported as a missing file
             return [read_hub(spec, text_column)]
         where = f" or under the data directory {data_dir}" if data_dir else " (no data directory set)"
         raise UserError(f"corpus source not found: {spec} (looked relative to the current directory{where})")
@@ -116,6 +117,9 @@ def table_documents(df, text_column: str | None, where: str) -> list[list[str]]:
 
 
 def read_hub(dataset_id: str, text_column: str | None) -> Source:
+    from ..models import check_hub
+
+    check_hub(f"dataset {dataset_id!r}", "pass a local file or directory")  # one line now, not after retries
     try:
         import datasets
         ds = datasets.load_dataset(dataset_id, split="train")

@@ -11,6 +11,9 @@ from ..errors import UserError
 def load_hub_task(args: DataArgs):
     from .tasks import TaskData, _frame, _pick, infer_label_names
 
+    from ..models import check_hub
+
+    check_hub(f"dataset {args.task!r}", "use --train-file with a local copy")
     try:
         import datasets
         ds = datasets.load_dataset(args.task)

@@ -97,30 +97,38 @@ class Blocks(Dataset):
 
 def mask_tokens(ids, maskable, probability: float, mask_id: int, random_ids, word_start=None, generator=None):
     """(inputs, labels) for a [batch, length] LongTensor; `maskable` marks real, non-special tokens."""
-    draw = torch.rand(ids.shape, generator=generator)
+    def rand():
+        return torch.rand(ids.shape, generator=generator, device=ids.device)
+
+    draw = rand()
     if word_start is not None:
         # one draw per word (its index = number of word starts so far), shared by all its pieces
         word = torch.cumsum(word_start.long(), 1) - 1
         draw = draw.gather(1, word)
     else:
-        word = torch.arange(ids.shape[1]).expand_as(ids)
+        word = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
     chosen = (draw < probability) & maskable
     # A row with nothing chosen teaches nothing, and an all-empty batch gives a NaN loss: pick one word.
     empty = ~chosen.any(1) & maskable.any(1)
     if empty.any():
-        pick = (torch.rand(ids.shape, generator=generator) * maskable).argmax(1, keepdim=True)
+        pick = (rand() * maskable).argmax(1, keepdim=True)
         chosen |= empty[:, None] & (word == word.gather(1, pick)) & maskable
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
-    roll = torch.rand(ids.shape, generator=generator)
+    roll = rand()
     inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
     swap = chosen & (roll >= 0.8) & (roll < 0.9)
-    picks = torch.randint(len(random_ids), (int(swap.sum()),), generator=generator)
-    inputs[swap] = random_ids[picks]
+    picks = torch.randint(len(random_ids), (int(swap.sum()),), generator=generator, device=ids.device)
+    inputs[swap] = random_ids.to(ids.device)[picks]
     return inputs, labels
 
 
 class MLMCollator:
-    """Batches blocks and masks them afresh each time (dynamic masking, as RoBERTa)."""
+    """Batches blocks (`batch`) and masks them (`mask`); `__call__` does both.
+
+    Training masks each batch afresh (dynamic masking, as RoBERTa) inside the model's forward, not in
+    the DataLoader: the loader prefetches a batch ahead, so masks drawn there would not follow the RNG
+    state a checkpoint saves, and a resumed run would not continue exactly.
+    """
 
     def __init__(self, tokenizer, probability: float = 0.15, whole_word: bool = False):
         if tokenizer.mask_token_id is None:
@@ -131,17 +139,22 @@ class MLMCollator:
         usable[self.special] = False  # a "random" replacement is a real word, never [PAD] or [CLS]
         self.random_ids = usable.nonzero().squeeze(1)
 
-    def __call__(self, items, generator=None):
+    def batch(self, items) -> dict:
         ids = torch.as_tensor(np.stack([it["input_ids"] for it in items]), dtype=torch.long)
         lengths = torch.as_tensor([int(it["length"]) for it in items])
-        attention = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
-        maskable = attention & ~torch.isin(ids, self.special)
-        word_start = None
+        out = {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()}
         if self.whole_word:
-            word_start = torch.as_tensor(np.stack([it["word_start"] for it in items]))
-        inputs, labels = mask_tokens(ids, maskable, self.probability, self.mask_id, self.random_ids,
-                                     word_start, generator)
-        return {"input_ids": inputs, "attention_mask": attention.long(), "labels": labels}
+            out["word_start"] = torch.as_tensor(np.stack([it["word_start"] for it in items]))
+        return out
+
+    def mask(self, input_ids, attention_mask, word_start=None, generator=None):
+        maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special.to(input_ids.device))
+        return mask_tokens(input_ids, maskable, self.probability, self.mask_id, self.random_ids, word_start, generator)
+
+    def __call__(self, items, generator=None) -> dict:
+        b = self.batch(items)
+        inputs, labels = self.mask(b["input_ids"], b["attention_mask"], b.get("word_start"), generator)
+        return {"input_ids": inputs, "attention_mask": b["attention_mask"], "labels": labels}
 
     def fixed(self, blocks: Blocks, seed: int) -> dict:
         """The held-out set masked once, from a seeded generator: the same masks before and after training."""
