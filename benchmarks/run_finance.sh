@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerates the finance numbers in README.md and benchmarks/README.md, one run after another
+# (2 CPU cores, bf16). Each run's metrics.json is copied to benchmarks/results/<name>.json.
+# Usage: PEFTBERT_DATA_DIR=../shared/data bash benchmarks/run_finance.sh [step ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p benchmarks/results runs
+run() {  # run NAME COMMAND...: skip when its results exist, else run and keep metrics.json
+  local name=$1; shift
+  [ -f "benchmarks/results/$name.json" ] && { echo "== $name: done"; return; }
+  echo "== $name: $*"
+  "$@" --output "runs/$name" --overwrite > "runs/$name.log" 2>&1
+  cp "runs/$name/metrics.json" "benchmarks/results/$name.json"
+}
+steps=${*:-"twitter fomc adapt adapted methods"}
+for s in $steps; do case $s in
+  twitter) run twitter-lora peftbert tune --task twitter-fin-sentiment --method lora
+           run twitter-full peftbert tune --task twitter-fin-sentiment --method full ;;
+  fomc)    run fomc-lora peftbert tune --task fomc-hawkish-dovish --method lora ;;
+  adapt)   run adapt-finance peftbert adapt --domain finance --max-steps 1200 --eval-every 300 ;;
+  adapted) run fomc-lora-adapted peftbert tune --task fomc-hawkish-dovish --method lora --model runs/adapt-finance
+           run twitter-lora-adapted peftbert tune --task twitter-fin-sentiment --method lora --model runs/adapt-finance ;;
+  methods) run twitter-adapter peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k
+           run twitter-adalora peftbert tune --task twitter-fin-sentiment --method adalora --budget 75k ;;
+esac; done
