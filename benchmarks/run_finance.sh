@@ -17,7 +17,7 @@ for s in $steps; do case $s in
   twitter) run twitter-lora peftbert tune --task twitter-fin-sentiment --method lora
            run twitter-full peftbert tune --task twitter-fin-sentiment --method full ;;
   fomc)    run fomc-lora peftbert tune --task fomc-hawkish-dovish --method lora ;;
-  adapt)   run adapt-finance peftbert adapt --domain finance --max-steps 1200 --eval-every 300 ;;
+  adapt)   run adapt-finance peftbert adapt --domain finance --max-steps 400 --eval-every 200 --head-warmup-steps 100 ;;
   adapted) run fomc-lora-adapted peftbert tune --task fomc-hawkish-dovish --method lora --model runs/adapt-finance
            run twitter-lora-adapted peftbert tune --task twitter-fin-sentiment --method lora --model runs/adapt-finance ;;
   methods) run twitter-adapter peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k

@@ -381,6 +381,9 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "train_blocks": len(train_blocks), "train_tokens": train_blocks.n_tokens,
         "heldout_blocks": len(heldout_blocks), "heldout_tokens": heldout_blocks.n_tokens,
         "heldout_before": before, "heldout_after": after, "metric": t.metric,
+        # with a new head, `before` scores a random head; after the warm-up it scores the unchanged encoder,
+        # which is the fair baseline for what adapting the encoder bought
+        "heldout_after_head_warmup": results[0].best_eval if len(results) > 1 else None,
         "best_step": res.best_step, "steps": res.steps, "epochs": round(res.epochs_run, 3),
         "stopped_early": res.stopped_early, "tokens_seen": tokens, "train_seconds": round(seconds, 2),
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),  # training only: the loop times evals apart

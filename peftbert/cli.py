@@ -46,7 +46,7 @@ def _given(**kw) -> dict:
 def tune_config(*, model, method, task, data_dir, train_file, validation_file, test_file, text_column,
                 text_pair_column, label_column, recipe, output, epochs, max_steps, batch_size, grad_accum, lr,
                 max_length, precision, seed, eval_every, metric, patience, save_every, max_train_samples,
-                max_eval_samples, overrides):
+                max_eval_samples, overrides, budget=None):
     from .config import build_config, deep_merge, parse_set
     from .methods import method_configs
 
@@ -59,14 +59,19 @@ def tune_config(*, model, method, task, data_dir, train_file, validation_file, t
                          label_column=label_column, max_length=max_length, max_train_samples=max_train_samples,
                          max_eval_samples=max_eval_samples)
     cli = deep_merge(cli, parse_set(overrides))
-    return build_config(recipe, cli, method_configs())
+    cfg = build_config(recipe, cli, method_configs())
+    if budget is not None:
+        from .methods.budget import apply_budget
+        cfg = apply_budget(cfg, budget)  # lora r / adapter bottleneck / adalora target_r+init_r / prefix length
+    return cfg
 
 
 @app.command()
 @friendly
 def tune(
     model: Optional[str] = typer.Option(None, help="model: 'minilm' (embedded default), a local directory, or a hub id"),
-    method: Optional[str] = typer.Option(None, help="fine-tuning method: full|lora (see `peftbert methods`)"),
+    method: Optional[str] = typer.Option(None, help="full|lora|adapter|adalora|bitfit|ia3|prefix|dora|rslora|lora-all"),
+    budget: Optional[str] = typer.Option(None, help="size the method to N trainable params outside the head, e.g. 0.3M"),
     task: Optional[str] = typer.Option(None, help="named task (see `peftbert tasks`) or hub dataset id"),
     data_dir: Optional[str] = typer.Option(None, help="directory of named tasks [env PEFTBERT_DATA_DIR]"),
     train_file: Optional[str] = typer.Option(None, help="training file: CSV/TSV/JSONL/Parquet"),
@@ -105,7 +110,7 @@ def tune(
                       epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                       max_length=max_length, precision=precision, seed=seed, eval_every=eval_every, metric=metric,
                       patience=patience, save_every=save_every, max_train_samples=max_train_samples,
-                      max_eval_samples=max_eval_samples, overrides=set_)
+                      max_eval_samples=max_eval_samples, overrides=set_, budget=budget)
     run_tune(cfg, overwrite=overwrite, resume=resume, cpu=cpu)
 
 

@@ -71,11 +71,19 @@ def apply(model, cfg: AdaLoraArgs, ctx):
 
 
 def on_optimizer_step(model, step: int):
-    model.base_model.update_and_allocate(step)  # importance update, budget schedule, masking: all peft's
+    tuner = model.base_model
+    name = tuner.trainable_adapter_name
+    cfg = tuner.peft_config[name]
+    if cfg.rank_pattern is None and step > cfg.total_step - cfg.tfinal:
+        # resumed (--resume) inside the final phase: the pattern is not in the checkpoint, but the pruned
+        # singular values are, as zeros (they are re-masked after every step of that phase)
+        cfg.rank_pattern = {n: (p.detach().view(-1) != 0).tolist() for n, p in tuner.model.named_parameters()
+                            if f".lora_E.{name}" in n}
+    tuner.update_and_allocate(step)  # importance update, budget schedule, masking: all peft's
 
 
 def _evaluate_saved_ranks(tuner):
-    """In eval mode, run with the pruned singular values zeroed, then put them back.
+    """In no-grad evaluation, run with the pruned singular values zeroed, then put them back.
 
     save_pretrained keeps only the triplets of the current rank pattern, but the in-memory weights can hold
     more: pruned values regrow between reallocations, and the loop restores its best weights (possibly from
@@ -86,7 +94,7 @@ def _evaluate_saved_ranks(tuner):
 
     def mask(module, args):
         pattern = module.peft_config[module.trainable_adapter_name].rank_pattern
-        if module.training or not pattern:
+        if module.training or torch.is_grad_enabled() or not pattern:  # in-place edits would break backward
             return
         kept.update({n: p.detach().clone() for n, p in module.model.named_parameters() if ".lora_E." in n})
         module.rankallocator.mask_using_rank_pattern(module.model, pattern)
@@ -106,7 +114,7 @@ def _evaluate_saved_ranks(tuner):
 def rank_summary(model) -> dict:
     """Ranks per adapted matrix at the start (init_r) and as saved (the rank pattern), for metrics.json."""
     tuner = model.base_model
-    name = getattr(tuner, "trainable_adapter_name", tuner.active_adapter)
+    name = getattr(tuner, "trainable_adapter_name", None) or tuner.active_adapters[0]
     cfg = tuner.peft_config[name]
     modules = sorted({n.rsplit(".lora_E", 1)[0] for n, _ in tuner.model.named_parameters() if ".lora_E." in n})
     # pattern keys are "<module>.lora_E.<adapter>" (or without the adapter name once saved)

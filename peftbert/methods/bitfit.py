@@ -21,7 +21,8 @@ class BitFitArgs:
 
 def apply(model, cfg: BitFitArgs, ctx):
     head = ctx.head or ctx.arch.head
-    frozen_ln = {f"{n}.bias" for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)} if not cfg.layernorm else set()
+    layernorm_biases = {f"{n}.bias" for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
+    frozen_ln = set() if cfg.layernorm else layernorm_biases
     for name, p in model.named_parameters():
         in_head = any(f".{h}." in f".{name}" for h in head)
         p.requires_grad = in_head or (name.endswith(".bias") and name not in frozen_ln)

@@ -61,6 +61,22 @@ def size_for_budget(method: str, budget_params: int, model_config, arch, args=No
     return {KNOBS[method]: size}
 
 
+def apply_budget(cfg, budget: str | int):
+    """Resize a built RunConfig's method to `budget` (e.g. "0.3M") trainable parameters outside the head."""
+    from transformers import AutoConfig
+
+    from ..models import arch_of, hub_error, resolve_model
+
+    path = resolve_model(cfg.model)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except OSError as e:
+        raise hub_error(path, e) from None
+    over = size_for_budget(cfg.method, parse_budget(budget), model_config, arch_of(model_config), cfg.method_args)
+    cfg.method_args = dataclasses.replace(cfg.method_args, **over)  # re-validated by its __post_init__
+    return cfg
+
+
 def _trainable_no_head(method: str, args, model_config, arch) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification

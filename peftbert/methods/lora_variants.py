@@ -15,7 +15,8 @@ class DoraArgs(LoraArgs):
 
 @dataclass
 class RsLoraArgs(LoraArgs):
-    use_rslora: bool = field(default=True, metadata={"help": "rank-stabilised scaling alpha/sqrt(r) (Kalajdzievski 2023)"})
+    use_rslora: bool = field(default=True, metadata={
+        "help": "rank-stabilised scaling alpha/sqrt(r) (Kalajdzievski 2023)"})
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""Tables from benchmarks/results/*.json (written by run_finance.sh): never typed by hand.
+
+Run: python benchmarks/report.py  -> prints markdown and writes benchmarks/results.md
+"""
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load():
+    return {p.stem: json.loads(p.read_text()) for p in sorted((HERE / "results").glob("*.json"))}
+
+
+def tune_table(results) -> str:
+    rows = ["| run | task | model | method | trainable params (% of total) | val macro-F1 | test accuracy | "
+            "test macro-F1 | train s | samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        if "test" not in m:
+            continue
+        rows.append(f"| {name} | {m['task']} | {Path(m['model']).name} | {m['method']} | "
+                    f"{m['trainable_params']:,} ({m['trainable_percent']:.2f}%) | {m['validation']['macro_f1']:.4f} | "
+                    f"{m['test']['accuracy']:.4f} | {m['test']['macro_f1']:.4f} | {m['train_seconds']:.0f} | "
+                    f"{m['train_samples_per_second']:.1f} |")
+    return "\n".join(rows)
+
+
+def adapt_table(results) -> str:
+    rows = ["| run | held-out loss before → after | perplexity before → after | masked-token acc before → after | "
+            "tokens seen | train s | tokens/s |", "|---|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        if "heldout_before" not in m:
+            continue
+        b, a = m["heldout_before"], m["heldout_after"]
+        rows.append(f"| {name} | {b['loss']:.3f} → {a['loss']:.3f} | {b['perplexity']:.1f} → {a['perplexity']:.1f} | "
+                    f"{b['accuracy']:.3f} → {a['accuracy']:.3f} | {m['tokens_seen']:,} | {m['train_seconds']:.0f} | "
+                    f"{m['tokens_per_second']:.0f} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+if __name__ == "__main__":
+    res = load()
+    text = "\n\n".join(t for t in (tune_table(res), adapt_table(res)) if t) + "\n"
+    (HERE / "results.md").write_text(text)
+    print(text)
