@@ -1,6 +1,6 @@
 """Tables from benchmarks/results/*.json (written by run_finance.sh): never typed by hand.
 
-Run: python benchmarks/report.py  -> prints markdown and writes benchmarks/results.md
+Run: python benchmarks/report.py  -> prints markdown, writes benchmarks/results.md and the README's results block
 """
 
 import json
@@ -27,20 +27,32 @@ def tune_table(results) -> str:
 
 
 def adapt_table(results) -> str:
-    rows = ["| run | held-out loss before → after | perplexity before → after | masked-token acc before → after | "
-            "tokens seen | train s | tokens/s |", "|---|---|---|---|---|---|---|"]
+    rows = ["| run | held-out loss before → after | perplexity before → after head warm-up → after | "
+            "masked-token acc before → after | tokens seen | train s | tokens/s |", "|---|---|---|---|---|---|---|"]
     for name, m in results.items():
         if "heldout_before" not in m:
             continue
-        b, a = m["heldout_before"], m["heldout_after"]
-        rows.append(f"| {name} | {b['loss']:.3f} → {a['loss']:.3f} | {b['perplexity']:.1f} → {a['perplexity']:.1f} | "
+        b, a, w = m["heldout_before"], m["heldout_after"], m.get("heldout_after_head_warmup")
+        warm = f"{w['perplexity']:.1f}" if w else "(not recorded)"
+        rows.append(f"| {name} | {b['loss']:.3f} → {a['loss']:.3f} | {b['perplexity']:.1f} → {warm} → {a['perplexity']:.1f} | "
                     f"{b['accuracy']:.3f} → {a['accuracy']:.3f} | {m['tokens_seen']:,} | {m['train_seconds']:.0f} | "
                     f"{m['tokens_per_second']:.0f} |")
     return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def update_readme(text: str) -> None:
+    """Replace the block between the results markers in the top-level README."""
+    readme = HERE.parent / "README.md"
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    s = readme.read_text()
+    if start in s and end in s:
+        head, rest = s.split(start, 1)
+        readme.write_text(head + start + "\n" + text + rest[rest.index(end):])
 
 
 if __name__ == "__main__":
     res = load()
     text = "\n\n".join(t for t in (tune_table(res), adapt_table(res)) if t) + "\n"
     (HERE / "results.md").write_text(text)
+    update_readme(text)
     print(text)
