@@ -21,9 +21,9 @@ install: $(VENV)/.installed
 # A short adapt -> tune demo on the embedded MiniLM: continued pretraining on the finance corpus (or, with
 # no data directory, on the shipped sample's text), then LoRA on the finance default task (or the sample).
 demo: install
-	$(VENV)/bin/peftbert adapt $(if $(PEFTBERT_DATA_DIR),--domain finance --max-steps 150,--task finance-sample --max-steps 30) \
-	  --head-warmup-steps 50 --output runs/demo/adapted --overwrite
-	$(VENV)/bin/peftbert tune --model runs/demo/adapted --epochs 2 --output runs/demo/tuned --overwrite
+	$(VENV)/bin/peftbert adapt $(if $(PEFTBERT_DATA_DIR),--domain finance --max-steps 60,--task finance-sample --max-steps 30) \
+	  --head-warmup-steps 30 --eval-every 30 --output runs/demo/adapted --overwrite
+	$(VENV)/bin/peftbert tune --model runs/demo/adapted --epochs 1 --output runs/demo/tuned --overwrite
 
 test: install
 	$(PY) -m pytest -q

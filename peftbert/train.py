@@ -74,7 +74,9 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False):
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     set_seed(args.seed)
-    precision = resolve_precision(args.precision, cpu or not torch.cuda.is_available())
+    # With no GPU, say cpu=True: Accelerate only detects multi-process CPU runs (gloo) in CPU mode.
+    cpu = cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    precision = resolve_precision(args.precision, cpu)
     acc = Accelerator(
         mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=args.grad_accum,
         # a seedable sampler makes the shuffle order a function of (seed, epoch): exact resume
@@ -225,7 +227,8 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
             for n, p in unwrapped.named_parameters():
                 if n in best_state:
                     p.copy_(best_state[n].to(p.device))
-    acc.end_training()
+    for tracker in acc.trackers:  # not end_training(): it destroys the process group the caller still needs
+        tracker.finish()
     set_seed(args.seed)
     return res
 

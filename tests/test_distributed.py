@@ -14,11 +14,12 @@ import pytest
 def test_two_processes(tiny_bert, toy_files, tmp_path):
     out = tmp_path / "run"
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    cmd = [launcher, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+    # --multi_gpu with no GPU present gives MULTI_CPU (gloo); --cpu would force a single process
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "peftbert.cli", "tune", "--model", str(tiny_bert),
            "--train-file", str(toy_files["train"]), "--validation-file", str(toy_files["validation"]),
            "--test-file", str(toy_files["test"]), "--output", str(out), "--epochs", "2", "--batch-size", "16",
-           "--max-length", "16", "--method", "full", "--lr", "1e-3"]
+           "--max-length", "16", "--method", "full", "--lr", "1e-3", "--precision", "no"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
