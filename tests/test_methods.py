@@ -261,6 +261,10 @@ def test_adalora_prunes_to_the_budget_and_reloads(tiny_bert, tmp_path):
     assert n == L * 6 and info["init_r"] == 3 and info["initial_ranks"] == {k: 3 for k in info["final_ranks"]}
     assert info["final_total_rank"] == info["target_total_rank"] == 2 * n  # pruned to the budget ...
     assert len(set(info["final_ranks"].values())) > 1  # ... unevenly: the point of AdaLoRA
+    # in + out + 1 per triplet: H x H in attention, H x FF (or FF x H) in the feed-forward block
+    cost = {k: 2 * H + 1 if ".attention." in k else H + FF + 1 for k in info["final_ranks"]}
+    assert info["initial_params"] == 3 * sum(cost.values())
+    assert info["final_params"] == sum(r * cost[k] for k, r in info["final_ranks"].items())
     json.dumps(info)  # goes into metrics.json
 
     # pruned singular values regrow between reallocations; evaluation must still see what gets saved

@@ -120,10 +120,16 @@ def rank_summary(model) -> dict:
     # pattern keys are "<module>.lora_E.<adapter>" (or without the adapter name once saved)
     pattern = {k.replace(f".lora_E.{name}", "").replace(".lora_E", ""): v for k, v in (cfg.rank_pattern or {}).items()}
     final = {m: int(sum(pattern[m])) if m in pattern else cfg.init_r for m in modules}
+    # one singular triplet of a matrix costs a row of P, a column of Q and its value: in + out + 1 parameters
+    shapes = {n.rsplit(".lora_A", 1)[0]: p.shape for n, p in tuner.model.named_parameters() if ".lora_A." in n}
+    per_rank = {m: shapes[m][1] + tuner.model.get_submodule(m).out_features + 1 for m in modules}
     return {"adalora": {
         "init_r": cfg.init_r, "target_r": cfg.target_r, "target_total_rank": cfg.target_r * len(modules),
         "initial_total_rank": cfg.init_r * len(modules), "final_total_rank": sum(final.values()),
         "initial_ranks": {m: cfg.init_r for m in modules}, "final_ranks": final,
+        # adapter parameters outside the head: all trained at the start, those of kept triplets at the end
+        "initial_params": sum(cfg.init_r * per_rank[m] for m in modules),
+        "final_params": sum(final[m] * per_rank[m] for m in modules),
         "schedule": {"total_step": cfg.total_step, "tinit": cfg.tinit, "tfinal": cfg.tfinal, "deltaT": cfg.deltaT},
     }}
 
