@@ -4,6 +4,7 @@ Run: python benchmarks/report.py  -> prints markdown, writes benchmarks/results.
 """
 
 import json
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +41,43 @@ def adapt_table(results) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def adalora_tables(results) -> str:
+    """Final rank of every adapted matrix, a row per layer: where AdaLoRA put the budget."""
+    out = []
+    for name, m in results.items():
+        if "adalora" not in m:
+            continue
+        a = m["adalora"]
+        grid: dict[int, dict[str, int]] = {}
+        for module, r in a["final_ranks"].items():
+            layer, matrix = re.search(r"layer\.(\d+)\.(.+)$", module).groups()
+            grid.setdefault(int(layer), {})[matrix] = r
+        cols = sorted({c for row in grid.values() for c in row}, key=_matrix_order)
+        rows = [f"| {name}: layer | " + " | ".join(SHORT.get(c, c) for c in cols) + " | layer total |",
+                "|---" * (len(cols) + 2) + "|"]
+        for layer in sorted(grid):
+            rows.append(f"| {layer} | " + " | ".join(str(grid[layer].get(c, "")) for c in cols)
+                        + f" | {sum(grid[layer].values())} |")
+        totals = [sum(grid[layer].get(c, 0) for layer in grid) for c in cols]
+        rows.append("| all | " + " | ".join(map(str, totals)) + f" | {a['final_total_rank']} |")
+        note = (f"Every matrix starts at rank {a['init_r']} (total {a['initial_total_rank']}); the schedule prunes "
+                f"to a total of {a['target_total_rank']} (target_r {a['target_r']} on average).")
+        if "final_params" in a:
+            note += (f" Adapter parameters outside the head: {a['initial_params']:,} trained at the start, "
+                     f"{a['final_params']:,} kept at the end.")
+        out.append("\n".join(rows) + "\n\n" + note)
+    return "\n\n".join(out)
+
+
+# BERT's matrix names, shortened for the table header, in their order inside a layer
+SHORT = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
+         "attention.output.dense": "attn out", "intermediate.dense": "FFN in", "output.dense": "FFN out"}
+
+
+def _matrix_order(matrix: str) -> int:
+    return list(SHORT).index(matrix) if matrix in SHORT else len(SHORT)
+
+
 def update_readme(text: str) -> None:
     """Replace the block between the results markers in the top-level README."""
     readme = HERE.parent / "README.md"
@@ -52,7 +90,7 @@ def update_readme(text: str) -> None:
 
 if __name__ == "__main__":
     res = load()
-    text = "\n\n".join(t for t in (tune_table(res), adapt_table(res)) if t) + "\n"
+    text = "\n\n".join(t for t in (tune_table(res), adapt_table(res), adalora_tables(res)) if t) + "\n"
     (HERE / "results.md").write_text(text)
     update_readme(text)
     print(text)
