@@ -5,6 +5,7 @@ Run: python benchmarks/report.py  -> prints markdown, writes benchmarks/results.
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,6 +26,30 @@ def tune_table(results) -> str:
                     f"{m['test']['accuracy']:.4f} | {m['test']['macro_f1']:.4f} | {m['train_seconds']:.0f} | "
                     f"{m['train_samples_per_second']:.1f} |")
     return "\n".join(rows)
+
+
+def seeds_table(results) -> str:
+    """Mean and spread over seeds of runs that differ only in seed (same task, model, method and size)."""
+    groups: dict[tuple, list] = {}
+    for m in results.values():
+        if "test" in m:
+            key = (m["task"], Path(m["model"]).name, m["method"], m["trainable_params"])
+            groups.setdefault(key, []).append(m)
+    rows = ["| task | model | method | trainable params | seeds | test accuracy (mean ± sd) | "
+            "test macro-F1 (mean ± sd) | macro-F1 min – max |", "|---|---|---|---|---|---|---|---|"]
+    for (task, model, method, params), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        acc = [r["test"]["accuracy"] for r in runs]
+        f1 = [r["test"]["macro_f1"] for r in runs]
+        seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        rows.append(f"| {task} | {model} | {method} | {params:,} | {seeds} | {_mean_sd(acc)} | {_mean_sd(f1)} | "
+                    f"{min(f1):.4f} – {max(f1):.4f} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def _mean_sd(xs) -> str:
+    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}"
 
 
 def adapt_table(results) -> str:
@@ -90,7 +115,7 @@ def update_readme(text: str) -> None:
 
 if __name__ == "__main__":
     res = load()
-    text = "\n\n".join(t for t in (tune_table(res), adapt_table(res), adalora_tables(res)) if t) + "\n"
+    text = "\n\n".join(t for t in (tune_table(res), seeds_table(res), adapt_table(res), adalora_tables(res)) if t) + "\n"
     (HERE / "results.md").write_text(text)
     update_readme(text)
     print(text)

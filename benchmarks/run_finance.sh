@@ -12,7 +12,7 @@ run() {  # run NAME COMMAND...: skip when its results exist, else run and keep m
   "$@" --output "runs/$name" --overwrite > "runs/$name.log" 2>&1
   cp "runs/$name/metrics.json" "benchmarks/results/$name.json"
 }
-steps=${*:-"twitter fomc adapt adapted methods"}
+steps=${*:-"twitter fomc adapt adapted methods seeds"}
 for s in $steps; do case $s in
   twitter) run twitter-lora peftbert tune --task twitter-fin-sentiment --method lora
            run twitter-full peftbert tune --task twitter-fin-sentiment --method full ;;
@@ -22,4 +22,9 @@ for s in $steps; do case $s in
            run twitter-lora-adapted peftbert tune --task twitter-fin-sentiment --method lora --model runs/adapt-finance ;;
   methods) run twitter-adapter peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k
            run twitter-adalora peftbert tune --task twitter-fin-sentiment --method adalora --budget 75k ;;
+  seeds)   for seed in 1 2; do  # two more seeds of the matched-budget comparison (the runs above are seed 42)
+             run twitter-lora-s$seed peftbert tune --task twitter-fin-sentiment --method lora --seed $seed
+             run twitter-adapter-s$seed peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k --seed $seed
+             run twitter-adalora-s$seed peftbert tune --task twitter-fin-sentiment --method adalora --budget 75k --seed $seed
+           done ;;
 esac; done
