@@ -21,7 +21,9 @@ import yaml
 
 from .errors import UserError
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+# a checkout (or editable install) reads the repository's recipes/; a wheel carries them as peftbert/recipes
+_HERE = Path(__file__).resolve().parent
+REPO_RECIPES = next((p for p in (_HERE / "recipes", _HERE.parent / "recipes") if p.is_dir()), _HERE / "recipes")
 RECIPES_DIR = Path(os.environ.get("PEFTBERT_RECIPES", REPO_RECIPES))
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
