@@ -137,6 +137,10 @@ from .cli_adapt import adapt  # noqa: E402  (its own module: adapt has many opti
 
 app.command()(friendly(adapt))
 
+from .cli_bench import bench  # noqa: E402
+
+app.command()(friendly(bench))
+
 
 @app.command()
 def tasks():

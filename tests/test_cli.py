@@ -85,14 +85,15 @@ def test_predict_errors(tmp_path):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["tune"], ["predict"], ["tasks"], ["methods"]):
+    for cmd in ([], ["tune"], ["predict"], ["adapt"], ["bench"], ["tasks"], ["methods"]):
         r = runner.invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0 and "Usage" in r.output
 
 
-def test_every_tune_option_has_help():
+@pytest.mark.parametrize("command", ["tune", "predict", "adapt", "bench"])
+def test_every_option_has_help(command):
     import typer.main
-    cmd = typer.main.get_command(app).commands["tune"]
+    cmd = typer.main.get_command(app).commands[command]
     missing = [p.name for p in cmd.params if not getattr(p, "help", None)]
     assert not missing, missing
 

@@ -75,3 +75,13 @@ def test_bad_recipe_file(tmp_path):
         build_config(str(tmp_path / "list.yaml"), {}, method_configs())
     with pytest.raises(UserError, match="key=value"):
         parse_set(["train.lr"])
+
+
+def test_yaml_reads_only_true_and_false_as_booleans(tmp_path):
+    """YAML 1.1 would read `precision: no` as False; peftbert reads YAML 1.2 booleans."""
+    assert parse_set(["train.precision=no", "adapt.whole_word_mask=true", "x.y=off"]) == {
+        "train": {"precision": "no"}, "adapt": {"whole_word_mask": True}, "x": {"y": "off"}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  precision: no\n")
+    assert load_yaml(recipe) == {"train": {"precision": "no"}}
+    assert build_config(str(recipe), {}, method_configs()).train.precision == "no"

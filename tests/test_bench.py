@@ -1,0 +1,85 @@
+"""`peftbert bench`: a grid of tiny runs, its tables and plot, resuming, and bad input."""
+
+import csv
+import json
+import statistics
+
+import pytest
+from typer.testing import CliRunner
+
+from peftbert.bench_report import summarise
+from peftbert.cli import app
+from test_cli import assert_one_line_error
+
+runner = CliRunner()
+
+
+def bench_args(tiny_bert, toy_files, out, *extra):
+    return ["bench", "--models", str(tiny_bert), "--train-file", str(toy_files["train"]),
+            "--validation-file", str(toy_files["validation"]), "--test-file", str(toy_files["test"]),
+            "--output", str(out), "--max-steps", "4", "--set", "data.max_length=16", "--set", "train.precision=no",
+            *extra]
+
+
+def test_grid_writes_tables_and_plot_and_resumes(tiny_bert, toy_files, tmp_path):
+    out = tmp_path / "bench"
+    args = bench_args(tiny_bert, toy_files, out, "--methods", "lora,bitfit", "--seeds", "3,4", "--budget", "2k")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "--budget sizes lora; bitfit run at their own size" in r.output
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    name = tiny_bert.name
+    assert [row["run"] for row in rows] == [f"{name}-lora-s3", f"{name}-lora-s4", f"{name}-bitfit-s3",
+                                            f"{name}-bitfit-s4"]
+    for row in rows:  # every row is its run's own metrics.json, test split
+        m = json.loads((out / "runs" / row["run"] / "metrics.json").read_text())
+        assert row["split"] == "test" and float(row["macro_f1"]) == round(m["test"]["macro_f1"], 4)
+        assert int(row["seed"]) == m["seed"] and int(row["trainable_params"]) == m["trainable_params"]
+    lora = [row for row in rows if row["method"] == "lora"]
+    assert abs(int(lora[0]["trainable_params_no_head"]) - 2000) < 200  # r sized to the budget (64 params per r)
+
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [(s["method"], s["n"], s["seeds"]) for s in summary] == [("lora", "2", "3 4"), ("bitfit", "2", "3 4")] \
+        or [(s["method"], s["n"], s["seeds"]) for s in summary] == [("bitfit", "2", "3 4"), ("lora", "2", "3 4")]
+    assert "±" in (out / "summary.md").read_text()
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second run of the same command keeps finished cells and reruns only the one whose metrics are gone
+    kept = (out / "runs" / f"{name}-lora-s3" / "metrics.json").stat().st_mtime_ns
+    (out / "runs" / f"{name}-bitfit-s4" / "metrics.json").unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("done, kept") == 3
+    assert (out / "runs" / f"{name}-lora-s3" / "metrics.json").stat().st_mtime_ns == kept
+    assert (out / "runs" / f"{name}-bitfit-s4" / "metrics.json").exists()
+
+
+def test_summary_is_mean_and_sd_over_seeds():
+    rows = [{"model": "m", "method": "lora", "trainable_params": 10, "trainable_percent": 1.0, "split": "test",
+             "seed": s, "accuracy": a, "macro_f1": f, "train_seconds": 2.0}
+            for s, a, f in ((1, 0.8, 0.7), (2, 0.9, 0.6), (3, 0.7, 0.8))]
+    rows.append({**rows[0], "method": "full", "trainable_params": 99})
+    lora, = [s for s in summarise(rows) if s["method"] == "lora"]
+    assert lora["n"] == 3 and lora["seeds"] == "1 2 3"
+    assert lora["accuracy_mean"] == round(statistics.mean([0.8, 0.9, 0.7]), 4)
+    assert lora["macro_f1_sd"] == round(statistics.stdev([0.7, 0.6, 0.8]), 4)
+    assert (lora["macro_f1_min"], lora["macro_f1_max"]) == (0.6, 0.8)
+    full, = [s for s in summarise(rows) if s["method"] == "full"]
+    assert full["n"] == 1 and full["accuracy_sd"] is None
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--methods", "lora,magic"], ["unknown method 'magic'"]),
+    (["--seeds", "1,x"], ["--seeds '1,x'", "1,2,3"]),
+    (["--methods", ""], ["--methods is empty"]),
+    (["--models", "./no/such/dir"], ["model path not found"]),
+    (["--methods", "lora,lora"], ["names an entry twice"]),
+    (["--methods", "prefix", "--budget", "1"], ["below the smallest prefix"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tiny_bert, toy_files, tmp_path, extra, needles):
+    out = tmp_path / "bench"
+    assert_one_line_error(runner.invoke(app, bench_args(tiny_bert, toy_files, out, *extra)), *needles)
+    assert not out.exists()
