@@ -22,9 +22,10 @@ for s in $steps; do case $s in
            run twitter-lora-adapted peftbert tune --task twitter-fin-sentiment --method lora --model runs/adapt-finance ;;
   methods) run twitter-adapter peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k
            run twitter-adalora peftbert tune --task twitter-fin-sentiment --method adalora --budget 75k ;;
-  seeds)   for seed in 1 2; do  # two more seeds of the matched-budget comparison (the runs above are seed 42)
-             run twitter-lora-s$seed peftbert tune --task twitter-fin-sentiment --method lora --seed $seed
-             run twitter-adapter-s$seed peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k --seed $seed
-             run twitter-adalora-s$seed peftbert tune --task twitter-fin-sentiment --method adalora --budget 75k --seed $seed
-           done ;;
+  seeds)   # two more seeds of the matched-budget comparison (the runs above are seed 42), through `peftbert bench`
+           peftbert bench --task twitter-fin-sentiment --methods lora,adapter,adalora --budget 75k --seeds 1,2 \
+             --output runs/bench-twitter 2>&1 | tee runs/bench-twitter.log
+           for m in lora adapter adalora; do for seed in 1 2; do
+             cp "runs/bench-twitter/runs/minilm-$m-s$seed/metrics.json" "benchmarks/results/twitter-$m-s$seed.json"
+           done; done ;;
 esac; done
