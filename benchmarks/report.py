@@ -5,8 +5,9 @@ Run: python benchmarks/report.py  -> prints markdown, writes benchmarks/results.
 
 import json
 import re
-import statistics
 from pathlib import Path
+
+from peftbert.bench_report import plot, run_rows, summarise, summary_markdown
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,27 +30,14 @@ def tune_table(results) -> str:
 
 
 def seeds_table(results) -> str:
-    """Mean and spread over seeds of runs that differ only in seed (same task, model, method and size)."""
-    groups: dict[tuple, list] = {}
-    for m in results.values():
-        if "test" in m:
-            key = (m["task"], Path(m["model"]).name, m["method"], m["trainable_params"])
-            groups.setdefault(key, []).append(m)
-    rows = ["| task | model | method | trainable params | seeds | test accuracy (mean ± sd) | "
-            "test macro-F1 (mean ± sd) | macro-F1 min – max |", "|---|---|---|---|---|---|---|---|"]
-    for (task, model, method, params), runs in groups.items():
-        if len(runs) < 2:
-            continue
-        acc = [r["test"]["accuracy"] for r in runs]
-        f1 = [r["test"]["macro_f1"] for r in runs]
-        seeds = ", ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
-        rows.append(f"| {task} | {model} | {method} | {params:,} | {seeds} | {_mean_sd(acc)} | {_mean_sd(f1)} | "
-                    f"{min(f1):.4f} – {max(f1):.4f} |")
-    return "\n".join(rows) if len(rows) > 2 else ""
-
-
-def _mean_sd(xs) -> str:
-    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}"
+    """Finance-sentiment runs grouped over seeds (peftbert bench's summary), and its plot."""
+    runs = [{**m, "run": name, "model_label": Path(m["model"]).name} for name, m in results.items()
+            if m.get("task") == "twitter-fin-sentiment" and m.get("test")]
+    if not runs:
+        return ""
+    summary = summarise(run_rows(runs))
+    plot(summary, HERE / "twitter-plot.png")
+    return "Finance sentiment, grouped over seeds (plot: `benchmarks/twitter-plot.png`):\n\n" + summary_markdown(summary)
 
 
 def adapt_table(results) -> str:
