@@ -177,7 +177,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     epoch = start_epoch
     while not done:
         loader.set_epoch(epoch)
-        epoch_loader = acc.skip_first_batches(loader, skip_batches) if skip_batches else loader
+        epoch_loader = resumed_batches(acc, loader, skip_batches) if skip_batches else loader
         batch_idx = skip_batches
         skip_batches = 0
         for batch in epoch_loader:
@@ -231,6 +231,22 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
         tracker.finish()
     set_seed(args.seed)
     return res
+
+
+def resumed_batches(acc, loader, skip: int):
+    """The rest of an epoch after `skip` batches, leaving the global RNG as the checkpoint restored it.
+
+    Starting a DataLoader iterator draws its base seed from the global RNG. The uninterrupted run drew it
+    at the start of the epoch, before the checkpoint saved the RNG state; the resumed run draws it again
+    here. Undoing that draw keeps dropout and dynamic masks on the uninterrupted run's sequence.
+    """
+    state = torch.get_rng_state()
+    it = iter(acc.skip_first_batches(loader, skip))
+    first = next(it, None)  # the iterator (and its draw) starts at the first batch
+    torch.set_rng_state(state)
+    if first is not None:
+        yield first
+        yield from it
 
 
 def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch: int, batches_in_epoch: int,
