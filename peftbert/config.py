@@ -61,6 +61,8 @@ class TrainArgs:
             raise UserError("train.weight_decay and train.max_grad_norm must be >= 0")
         _choice(self, "precision", PRECISIONS)
         _choice(self, "scheduler", SCHEDULERS)
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise UserError(f"train.seed must be in [0, 2**32), got {self.seed}")
 
 
 @dataclass
@@ -171,12 +173,19 @@ def parse_set(items: list[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml_load(raw)
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {p} was already given a value, so it has no keys to set")
+        try:
+            node[parts[-1]] = yaml_load(raw)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
 
 
 def build_dataclass(cls, values: dict | None, where: str):
     """Instantiate a config dataclass from a mapping, rejecting unknown keys and coercing numbers."""
+    if values is not None and not isinstance(values, dict):
+        raise UserError(f"{where} must be a mapping of settings (e.g. {where}: {{key: value}}), got {values!r}")
     values = dict(values or {})
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
@@ -238,6 +247,8 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
     unknown = sorted(set(merged) - set(RUN_KEYS) - {"train", "data"} - set(method_configs))
     if unknown:
         raise UserError(f"unknown top-level key(s) in recipe: {', '.join(unknown)}")
+    if not isinstance(merged.get("data") or {}, dict):
+        raise UserError(f"data must be a mapping of settings (e.g. data: {{max_length: 128}}), got {merged['data']!r}")
     data = dict(merged.get("data") or {})
     if merged.get("task") is not None:
         data["task"] = merged["task"]

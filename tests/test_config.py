@@ -85,3 +85,17 @@ def test_yaml_reads_only_true_and_false_as_booleans(tmp_path):
     recipe.write_text("train:\n  precision: no\n")
     assert load_yaml(recipe) == {"train": {"precision": "no"}}
     assert build_config(str(recipe), {}, method_configs()).train.precision == "no"
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["lora.target_modules=[q"], "not valid YAML"),
+    (["train=1", "train.lr=2"], "train was already given a value"),
+    (["train=5"], "train must be a mapping"),
+    (["lora=8"], "lora must be a mapping"),
+    (["data=x"], "data must be a mapping"),
+    (["train.seed=-1"], "train.seed must be in [0, 2**32)"),
+])
+def test_malformed_settings_are_user_errors(sets, needle):
+    with pytest.raises(UserError) as e:
+        build_config(None, parse_set(sets), method_configs())
+    assert needle in str(e.value)
