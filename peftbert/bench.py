@@ -1,9 +1,10 @@
 """`peftbert bench`: one task, a grid of models x methods x seeds, then tables and a plot.
 
 Every cell is an ordinary `tune` run in <output>/runs/<model>-<method>-s<seed>, so each keeps its own
-metrics.json, recipe.yaml and weights. A cell whose metrics.json exists is finished and skipped: an
-interrupted grid continues where it stopped when the same command is run again. The tables are
-rewritten after every cell (see bench_report.py), so a long grid can be read while it runs.
+metrics.json, recipe.yaml and weights. A cell whose metrics.json exists is finished and kept, so an
+interrupted grid continues where it stopped when the same command is run again (a cell that crashed
+with checkpoints resumes from them). The tables are rewritten after every cell (see bench_report.py),
+so a long grid can be read while it runs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
+from .config import RunConfig, yaml_load
 from .errors import UserError
-from .methods.budget import KNOBS
+from .methods.budget import KNOBS, parse_budget
+
+EXAMPLES = {"models": "minilm,runs/adapt-finance", "methods": "lora,adapter,adalora", "seeds": "1,2,3"}
+# set per cell by the grid: a --set of these would silently make every cell the same
+GRID_KEYS = {"model": "--models", "method": "--methods", "output": "--output", "train.seed": "--seeds"}
+REPORTS = ("results.csv", "summary.csv", "summary.md", "plot.png")
 
 
 @dataclass
@@ -23,7 +32,7 @@ class Cell:
     model: str
     method: str
     seed: int
-    cfg: object  # the cell's RunConfig, built (and so validated) before any cell runs
+    cfg: RunConfig  # built (and so validated) before any cell runs
 
     @property
     def name(self) -> str:
@@ -33,37 +42,50 @@ class Cell:
 def model_label(model: str) -> str:
     """A short, path-safe name: 'minilm', 'adapt-finance' for runs/adapt-finance, 'org--bert' for org/bert."""
     p = Path(model)
-    return p.name if p.exists() else model.replace("/", "--")
+    return p.resolve().name if p.exists() else model.replace("/", "--")
 
 
 def split_list(text: str, what: str, cast=str) -> list:
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:
-        raise UserError(f"--{what} is empty: give a comma-separated list, e.g. --{what} {_EXAMPLES[what]}")
+        raise UserError(f"--{what} is empty: give a comma-separated list, e.g. --{what} {EXAMPLES[what]}")
     try:
         items = [cast(x) for x in items]
     except ValueError:
-        raise UserError(f"--{what} {text!r}: expected a comma-separated list like {_EXAMPLES[what]}") from None
+        raise UserError(f"--{what} {text!r}: expected a comma-separated list like {EXAMPLES[what]}") from None
     if len(set(items)) != len(items):
         raise UserError(f"--{what} {text!r} names an entry twice")
     return items
 
 
-_EXAMPLES = {"models": "minilm,runs/adapt-finance", "methods": "lora,adapter,adalora", "seeds": "1,2,3"}
+def check_overrides(overrides: dict) -> None:
+    for key, flag in GRID_KEYS.items():
+        head, _, leaf = key.partition(".")
+        if head in overrides and (not leaf or leaf in (overrides[head] or {})):
+            raise UserError(f"--set {key}=...: bench sets {key} per cell; use {flag} instead")
 
 
-def plan(models: list[str], methods: list[str], seeds: list[int], build: Callable[..., object],
-         budget: str | None, log=print) -> list[Cell]:
-    """Build every cell's config first, so a typo in the last one fails before hours of runs."""
+def plan(models: list[str], methods: list[str], seeds: list[int], build: Callable[..., RunConfig],
+         budget: str | None, out: Path, log=print) -> list[Cell]:
+    """Build and check every cell first, so a typo in the last one fails before hours of runs."""
     from .models import resolve_model
 
+    if budget is not None:
+        parse_budget(budget)  # checked even when no method here has a size
+    check_output(out)
+    labels = [model_label(m) for m in models]
+    if "" in labels or len(set(labels)) != len(labels):
+        raise UserError(f"--models {','.join(models)}: the run names would be {', '.join(map(repr, labels))}; "
+                        "give models whose directory names differ (copy or rename one)")
     cells = []
     for model in models:
         resolve_model(model)  # a missing directory or unreachable hub fails now, not after the first model's runs
         for method in methods:
             sized = budget if method in KNOBS else None  # full/bitfit/ia3 have no size to set
             for seed in seeds:
-                cells.append(Cell(model, method, seed, build(model=model, method=method, seed=seed, budget=sized)))
+                cell = Cell(model, method, seed, build(model=model, method=method, seed=seed, budget=sized))
+                check_finished(cell, out)
+                cells.append(cell)
     unsized = sorted({m for m in methods if m not in KNOBS})
     if budget and unsized:
         log(f"note: --budget sizes {', '.join(m for m in methods if m in KNOBS) or 'none of these methods'}; "
@@ -71,22 +93,51 @@ def plan(models: list[str], methods: list[str], seeds: list[int], build: Callabl
     return cells
 
 
+def check_output(out: Path) -> None:
+    """An existing --output must be a bench directory: its tables are rewritten, its runs reused."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--output {out} exists and is not a directory; choose another --output")
+    if any(out.iterdir()) and not ((out / "runs").is_dir() or any((out / r).exists() for r in REPORTS)):
+        raise UserError(f"--output {out} is not empty and is not a bench directory; choose another --output")
+
+
+def check_finished(cell: Cell, out: Path) -> None:
+    """A finished cell is reused only if it ran with this cell's settings (recipe.yaml is the run's config)."""
+    cell_dir = out / "runs" / cell.name
+    if not (cell_dir / "metrics.json").exists():
+        return
+    recipe = cell_dir / "recipe.yaml"
+    ran = yaml_load(recipe.read_text()) if recipe.is_file() else None
+    wanted = yaml_load(yaml.safe_dump(dataclasses.replace(cell.cfg, output=str(cell_dir)).to_dict()))
+    if ran != wanted:
+        changed = sorted(k for k in set(ran or {}) | set(wanted) if (ran or {}).get(k) != wanted.get(k))
+        raise UserError(f"{cell_dir} finished with other settings ({', '.join(changed)} differ); "
+                        "use another --output, or delete that run to redo it")
+
+
 def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> list[dict]:
+    from accelerate import PartialState
+
     from .bench_report import write_reports
     from .tune import run_tune
 
-    runs = out / "runs"
+    state = PartialState()  # under `accelerate launch` every process runs each cell; one writes the tables
     results = []
     for i, cell in enumerate(cells, 1):
-        cell_dir = runs / cell.name
+        cell_dir = out / "runs" / cell.name
         done = cell_dir / "metrics.json"
         if done.exists():
             log(f"[{i}/{len(cells)}] {cell.name}: done, kept")
         else:
-            log(f"[{i}/{len(cells)}] {cell.name}")
+            resume = "latest" if (cell_dir / "checkpoints").is_dir() else None
+            log(f"[{i}/{len(cells)}] {cell.name}" + (" (resuming)" if resume else ""))
             cfg = dataclasses.replace(cell.cfg, output=str(cell_dir))
-            run_tune(cfg, overwrite=True, cpu=cpu, log=lambda *a, **k: log("   ", *a, **k))
+            run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=lambda *a, **k: log("   ", *a, **k))
+            state.wait_for_everyone()  # metrics.json is written by the main process
         results.append({"run": cell.name, "model_label": model_label(cell.model), **json.loads(done.read_text())})
-        write_reports(out, results)
+        if state.is_main_process:
+            write_reports(out, results)
     log(f"wrote {out / 'summary.md'}, {out / 'results.csv'} and {out / 'plot.png'}")
     return results

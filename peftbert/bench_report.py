@@ -11,7 +11,7 @@ import io
 import statistics
 from pathlib import Path
 
-RUN_COLUMNS = ["run", "model", "method", "seed", "trainable_params", "trainable_params_no_head",
+RUN_COLUMNS = ["run", "model", "method", "seed", "trainable_params", "trainable_params_no_head", "kept_params",
                "trainable_percent", "split", "accuracy", "macro_f1", "best_step", "train_seconds",
                "train_samples_per_second"]
 
@@ -24,10 +24,19 @@ def run_rows(results: list[dict]) -> list[dict]:
     split = scored_split(results)
     return [{"run": r["run"], "model": r["model_label"], "method": r["method"], "seed": r["seed"],
              "trainable_params": r["trainable_params"], "trainable_params_no_head": r["trainable_params_no_head"],
-             "trainable_percent": round(r["trainable_percent"], 4), "split": split,
-             "accuracy": round(r[split]["accuracy"], 4), "macro_f1": round(r[split]["macro_f1"], 4),
+             "kept_params": kept_params(r), "trainable_percent": round(r["trainable_percent"], 4), "split": split,
+             "accuracy": round(r[split]["accuracy"], 6), "macro_f1": round(r[split]["macro_f1"], 6),
              "best_step": r["best_step"], "train_seconds": r["train_seconds"],
              "train_samples_per_second": r["train_samples_per_second"]} for r in results]
+
+
+def kept_params(m: dict) -> int:
+    """Trainable parameters the saved model holds. AdaLoRA trains init_r triplets per matrix and keeps only
+    those its schedule left (its budget is set on these); every other method keeps all it trains."""
+    a = m.get("adalora")
+    if a and "final_params" in a:
+        return m["trainable_params"] - a["initial_params"] + a["final_params"]
+    return m["trainable_params"]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -39,6 +48,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (model, method, params), runs in groups.items():
         acc, f1 = [r["accuracy"] for r in runs], [r["macro_f1"] for r in runs]
         out.append({"model": model, "method": method, "trainable_params": params,
+                    "kept_params": runs[0]["kept_params"],
                     "trainable_percent": runs[0]["trainable_percent"], "split": runs[0]["split"],
                     "seeds": " ".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"])),
                     "n": len(runs), "accuracy_mean": _mean(acc), "accuracy_sd": _sd(acc),
@@ -57,10 +67,12 @@ def _sd(xs):
 
 def summary_markdown(summary: list[dict]) -> str:
     split = summary[0]["split"] if summary else "test"
-    lines = [f"| model | method | trainable params (%) | seeds | {split} accuracy | {split} macro-F1 | "
+    lines = [f"| model | method | trainable params (% of total) | seeds | {split} accuracy | {split} macro-F1 | "
              "macro-F1 range | train s (mean) |", "|---|---|---|---|---|---|---|---|"]
     for s in summary:
-        lines.append(f"| {s['model']} | {s['method']} | {s['trainable_params']:,} ({s['trainable_percent']:.2f}%) | "
+        kept = f" → {s['kept_params']:,} kept" if s["kept_params"] != s["trainable_params"] else ""
+        lines.append(f"| {s['model']} | {s['method']} | "
+                     f"{s['trainable_params']:,} ({s['trainable_percent']:.2f}%){kept} | "
                      f"{s['seeds']} | {_pm(s['accuracy_mean'], s['accuracy_sd'])} | "
                      f"{_pm(s['macro_f1_mean'], s['macro_f1_sd'])} | {s['macro_f1_min']:.4f} – "
                      f"{s['macro_f1_max']:.4f} | {s['train_seconds_mean']:.0f} |")

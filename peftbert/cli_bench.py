@@ -30,8 +30,11 @@ def bench(
     set_: Optional[List[str]] = Option(None, "--set", help="override a recipe key in every run, e.g. --set lora.r=16"),
 ):
     """Run models x methods x seeds on one task; write tables and a plot of accuracy vs trainable parameters."""
-    from .bench import plan, run_bench, split_list
+    from .bench import check_overrides, plan, run_bench, split_list
     from .cli import tune_config
+    from .config import parse_set
+
+    check_overrides(parse_set(set_))
 
     def build(*, model, method, seed, budget):
         return tune_config(model=model, method=method, task=task, data_dir=data_dir, train_file=train_file,
@@ -43,5 +46,5 @@ def bench(
                            overrides=set_, budget=budget)
 
     cells = plan(split_list(models, "models"), split_list(methods, "methods"), split_list(seeds, "seeds", int),
-                 build, budget)
+                 build, budget, Path(output))
     run_bench(cells, Path(output), cpu=cpu)

@@ -239,6 +239,8 @@ def resumed_batches(acc, loader, skip: int):
     Starting a DataLoader iterator draws its base seed from the global RNG. The uninterrupted run drew it
     at the start of the epoch, before the checkpoint saved the RNG state; the resumed run draws it again
     here. Undoing that draw keeps dropout and dynamic masks on the uninterrupted run's sequence.
+    This assumes making batches draws nothing from the global RNG (Accelerate fetches ahead, before the
+    state is put back): our datasets and collators are deterministic, and masking happens in forward.
     """
     state = torch.get_rng_state()
     it = iter(acc.skip_first_batches(loader, skip))

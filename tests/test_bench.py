@@ -35,8 +35,9 @@ def test_grid_writes_tables_and_plot_and_resumes(tiny_bert, toy_files, tmp_path)
                                             f"{name}-bitfit-s4"]
     for row in rows:  # every row is its run's own metrics.json, test split
         m = json.loads((out / "runs" / row["run"] / "metrics.json").read_text())
-        assert row["split"] == "test" and float(row["macro_f1"]) == round(m["test"]["macro_f1"], 4)
+        assert row["split"] == "test" and float(row["macro_f1"]) == round(m["test"]["macro_f1"], 6)
         assert int(row["seed"]) == m["seed"] and int(row["trainable_params"]) == m["trainable_params"]
+        assert int(row["kept_params"]) == m["trainable_params"]  # only AdaLoRA keeps fewer than it trains
     lora = [row for row in rows if row["method"] == "lora"]
     assert abs(int(lora[0]["trainable_params_no_head"]) - 2000) < 200  # r sized to the budget (64 params per r)
 
@@ -56,10 +57,15 @@ def test_grid_writes_tables_and_plot_and_resumes(tiny_bert, toy_files, tmp_path)
     assert (out / "runs" / f"{name}-lora-s3" / "metrics.json").stat().st_mtime_ns == kept
     assert (out / "runs" / f"{name}-bitfit-s4" / "metrics.json").exists()
 
+    # ... but never reuses a finished run made with other settings
+    changed = [a if a != "4" else "3" for a in args]  # --max-steps 3
+    assert_one_line_error(runner.invoke(app, changed), f"{name}-lora-s3 finished with other settings (train differ)",
+                          "another --output")
+
 
 def test_summary_is_mean_and_sd_over_seeds():
-    rows = [{"model": "m", "method": "lora", "trainable_params": 10, "trainable_percent": 1.0, "split": "test",
-             "seed": s, "accuracy": a, "macro_f1": f, "train_seconds": 2.0}
+    rows = [{"model": "m", "method": "lora", "trainable_params": 10, "kept_params": 10, "trainable_percent": 1.0,
+             "split": "test", "seed": s, "accuracy": a, "macro_f1": f, "train_seconds": 2.0}
             for s, a, f in ((1, 0.8, 0.7), (2, 0.9, 0.6), (3, 0.7, 0.8))]
     rows.append({**rows[0], "method": "full", "trainable_params": 99})
     lora, = [s for s in summarise(rows) if s["method"] == "lora"]
@@ -78,8 +84,26 @@ def test_summary_is_mean_and_sd_over_seeds():
     (["--models", "./no/such/dir"], ["model path not found"]),
     (["--methods", "lora,lora"], ["names an entry twice"]),
     (["--methods", "prefix", "--budget", "1"], ["below the smallest prefix"]),
+    (["--methods", "full", "--budget", "lots"], ["budget 'lots' is not a parameter count"]),
+    (["--set", "train.seed=5"], ["bench sets train.seed per cell; use --seeds"]),
+    (["--set", "method=full"], ["use --methods"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tiny_bert, toy_files, tmp_path, extra, needles):
     out = tmp_path / "bench"
     assert_one_line_error(runner.invoke(app, bench_args(tiny_bert, toy_files, out, *extra)), *needles)
     assert not out.exists()
+
+
+def test_models_must_have_distinct_names_and_output_must_be_a_bench_dir(tiny_bert, toy_files, tmp_path):
+    twin = tmp_path / "elsewhere" / tiny_bert.name
+    twin.parent.mkdir()
+    twin.symlink_to(tiny_bert)
+    r = runner.invoke(app, bench_args(tiny_bert, toy_files, tmp_path / "b", "--models", f"{tiny_bert},{twin}"))
+    assert_one_line_error(r, "directory names differ")
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(runner.invoke(app, bench_args(tiny_bert, toy_files, tmp_path / "file")), "not a directory")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert_one_line_error(runner.invoke(app, bench_args(tiny_bert, toy_files, tmp_path / "mine")),
+                          "not a bench directory")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x" and not (tmp_path / "b").exists()

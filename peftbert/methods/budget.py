@@ -6,8 +6,10 @@ per method and architecture in sync with the code, we count two sizes with the m
 a weightless (meta-device) copy of the architecture and solve for the size closest to the budget, so the
 result agrees with `trainable_params_no_head` in metrics.json.
 
-AdaLoRA is sized by its final budget, as in the paper: target_r triplets per matrix (each r x (in+out+1)
-numbers); during training it holds init_r = ceil(1.5 x target_r).
+AdaLoRA is sized by its final budget, as in the paper: target_r triplets per matrix (each in+out+1
+numbers); during training it holds init_r = ceil(1.5 x target_r), which is what `trainable_params` counts.
+Which matrices keep the triplets is learned, and a feed-forward triplet costs more than an attention one, so
+the kept count (`adalora.final_params` in metrics.json) can land above the budget.
 """
 
 from __future__ import annotations
