@@ -20,7 +20,7 @@ def tune_table(results) -> str:
     rows = ["| run | task | model | method | trainable params (% of total) | val macro-F1 | test accuracy | "
             "test macro-F1 | train s | samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
-        if "test" not in m:
+        if not m.get("test"):
             continue
         rows.append(f"| {name} | {m['task']} | {Path(m['model']).name} | {m['method']} | "
                     f"{m['trainable_params']:,} ({m['trainable_percent']:.2f}%) | {m['validation']['macro_f1']:.4f} | "
@@ -55,31 +55,44 @@ def adapt_table(results) -> str:
 
 
 def adalora_tables(results) -> str:
-    """Final rank of every adapted matrix, a row per layer: where AdaLoRA put the budget."""
-    out = []
-    for name, m in results.items():
-        if "adalora" not in m:
-            continue
-        a = m["adalora"]
-        grid: dict[int, dict[str, int]] = {}
-        for module, r in a["final_ranks"].items():
-            layer, matrix = re.search(r"layer\.(\d+)\.(.+)$", module).groups()
-            grid.setdefault(int(layer), {})[matrix] = r
-        cols = sorted({c for row in grid.values() for c in row}, key=_matrix_order)
-        rows = [f"| {name}: layer | " + " | ".join(SHORT.get(c, c) for c in cols) + " | layer total |",
-                "|---" * (len(cols) + 2) + "|"]
-        for layer in sorted(grid):
-            rows.append(f"| {layer} | " + " | ".join(str(grid[layer].get(c, "")) for c in cols)
-                        + f" | {sum(grid[layer].values())} |")
-        totals = [sum(grid[layer].get(c, 0) for layer in grid) for c in cols]
-        rows.append("| all | " + " | ".join(map(str, totals)) + f" | {a['final_total_rank']} |")
-        note = (f"Every matrix starts at rank {a['init_r']} (total {a['initial_total_rank']}); the schedule prunes "
-                f"to a total of {a['target_total_rank']} (target_r {a['target_r']} on average).")
-        if "final_params" in a:
-            note += (f" Adapter parameters outside the head: {a['initial_params']:,} trained at the start, "
-                     f"{a['final_params']:,} kept at the end.")
-        out.append("\n".join(rows) + "\n\n" + note)
-    return "\n\n".join(out)
+    """Where AdaLoRA put its budget: final rank per layer and matrix for the first run, then per run totals."""
+    runs = {name: m["adalora"] for name, m in results.items() if "adalora" in m}
+    if not runs:
+        return ""
+    grids = {name: rank_grid(a["final_ranks"]) for name, a in runs.items()}
+    name, a = next(iter(runs.items()))
+    grid = grids[name]
+    cols = sorted({c for row in grid.values() for c in row}, key=_matrix_order)
+    rows = [f"| {name}: layer | " + " | ".join(SHORT.get(c, c) for c in cols) + " | layer total |",
+            "|---" * (len(cols) + 2) + "|"]
+    for layer in sorted(grid):
+        rows.append(f"| {layer} | " + " | ".join(str(grid[layer].get(c, "")) for c in cols)
+                    + f" | {sum(grid[layer].values())} |")
+    note = (f"Every matrix starts at rank {a['init_r']} (total {a['initial_total_rank']}); the schedule prunes "
+            f"to a total of {a['target_total_rank']} (target_r {a['target_r']} on average).")
+    if "final_params" in a:
+        note += (f" Adapter parameters outside the head: {a['initial_params']:,} trained at the start, "
+                 f"{a['final_params']:,} kept at the end.")
+    layers = sorted({layer for g in grids.values() for layer in g})
+    across = ["| run | " + " | ".join(SHORT.get(c, c) for c in cols) + " | "
+              + " | ".join(f"layer {i}" for i in layers) + " | kept params (no head) |",
+              "|---" * (len(cols) + len(layers) + 2) + "|"]
+    for run, g in grids.items():
+        across.append(f"| {run} | " + " | ".join(str(sum(g[i].get(c, 0) for i in g)) for c in cols) + " | "
+                      + " | ".join(str(sum(g.get(i, {}).values())) for i in layers)
+                      + f" | {runs[run].get('final_params', 0):,} |")
+    return ("\n".join(rows) + "\n\n" + note + "\n\nFinal ranks summed by matrix type and by layer, every AdaLoRA run:"
+            "\n\n" + "\n".join(across))
+
+
+def rank_grid(final_ranks: dict) -> dict[int, dict[str, int]]:
+    """{layer: {matrix: rank}} from module names like bert.encoder.layer.3.attention.self.key."""
+    grid: dict[int, dict[str, int]] = {}
+    for module, r in final_ranks.items():
+        found = re.search(r"layer\.(\d+)\.(.+)$", module)
+        layer, matrix = (int(found.group(1)), found.group(2)) if found else (-1, module)  # -1: outside the layers
+        grid.setdefault(layer, {})[matrix] = r
+    return grid
 
 
 # BERT's matrix names, shortened for the table header, in their order inside a layer

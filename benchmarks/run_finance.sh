@@ -9,7 +9,7 @@ run() {  # run NAME COMMAND...: skip when its results exist, else run and keep m
   local name=$1; shift
   [ -f "benchmarks/results/$name.json" ] && { echo "== $name: done"; return; }
   echo "== $name: $*"
-  "$@" --output "runs/$name" --overwrite > "runs/$name.log" 2>&1
+  "$@" --output "runs/$name" --overwrite > "runs/$name.log" 2>&1 || { echo "$name failed: see runs/$name.log" >&2; exit 1; }
   cp "runs/$name/metrics.json" "benchmarks/results/$name.json"
 }
 steps=${*:-"twitter fomc adapt adapted methods seeds"}
@@ -23,9 +23,11 @@ for s in $steps; do case $s in
   methods) run twitter-adapter peftbert tune --task twitter-fin-sentiment --method adapter --budget 75k
            run twitter-adalora peftbert tune --task twitter-fin-sentiment --method adalora --budget 75k ;;
   seeds)   # two more seeds of the matched-budget comparison (the runs above are seed 42), through `peftbert bench`
-           peftbert bench --task twitter-fin-sentiment --methods lora,adapter,adalora --budget 75k --seeds 1,2 \
+           methods="lora adapter adalora" seeds="1 2"
+           peftbert bench --task twitter-fin-sentiment --methods "${methods// /,}" --budget 75k --seeds "${seeds// /,}" \
              --output runs/bench-twitter 2>&1 | tee runs/bench-twitter.log
-           for m in lora adapter adalora; do for seed in 1 2; do
+           for m in $methods; do for seed in $seeds; do
              cp "runs/bench-twitter/runs/minilm-$m-s$seed/metrics.json" "benchmarks/results/twitter-$m-s$seed.json"
            done; done ;;
+  *)       echo "unknown step '$s' (steps: twitter fomc adapt adapted methods seeds)" >&2; exit 2 ;;
 esac; done
