@@ -12,7 +12,7 @@ run() {  # run NAME COMMAND...: skip when its results exist, else run and keep m
   "$@" --output "runs/$name" --overwrite > "runs/$name.log" 2>&1 || { echo "$name failed: see runs/$name.log" >&2; exit 1; }
   cp "runs/$name/metrics.json" "benchmarks/results/$name.json"
 }
-steps=${*:-"twitter fomc adapt adapted methods seeds"}
+steps=${*:-"twitter fomc adapt adapted methods seeds splits"}
 for s in $steps; do case $s in
   twitter) run twitter-lora peftbert tune --task twitter-fin-sentiment --method lora
            run twitter-full peftbert tune --task twitter-fin-sentiment --method full ;;
@@ -29,5 +29,13 @@ for s in $steps; do case $s in
            for m in $methods; do for seed in $seeds; do
              cp "runs/bench-twitter/runs/minilm-$m-s$seed/metrics.json" "benchmarks/results/twitter-$m-s$seed.json"
            done; done ;;
-  *)       echo "unknown step '$s' (steps: twitter fomc adapt adapted methods seeds)" >&2; exit 2 ;;
+  splits)  # base vs finance-adapted LoRA on FOMC's two other published splits (seed 42, like fomc/adapted)
+           for split in 78516 944601; do
+             peftbert bench --task "fomc-hawkish-dovish@$split" --models minilm,runs/adapt-finance --methods lora \
+               --seeds 42 --output "runs/bench-fomc-$split" 2>&1 | tee "runs/bench-fomc-$split.log"
+             for m in minilm adapt-finance; do
+               cp "runs/bench-fomc-$split/runs/$m-lora-s42/metrics.json" "benchmarks/results/fomc-$split-lora-$m.json"
+             done
+           done ;;
+  *)       echo "unknown step '$s' (steps: twitter fomc adapt adapted methods seeds splits)" >&2; exit 2 ;;
 esac; done
