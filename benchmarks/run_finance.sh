@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the finance numbers in README.md and benchmarks/README.md, one run after another
+# Regenerates the finance numbers in README.md and benchmarks/results.md, one run after another
 # (2 CPU cores, bf16). Each run's metrics.json is copied to benchmarks/results/<name>.json.
 # Usage: PEFTBERT_DATA_DIR=../shared/data bash benchmarks/run_finance.sh [step ...]
 set -euo pipefail
