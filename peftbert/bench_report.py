@@ -11,6 +11,8 @@ import io
 import statistics
 from pathlib import Path
 
+from .runinfo import write_text
+
 RUN_COLUMNS = ["run", "model", "method", "seed", "trainable_params", "trainable_params_no_head", "kept_params",
                "trainable_percent", "split", "accuracy", "macro_f1", "best_step", "train_seconds",
                "train_samples_per_second"]
@@ -87,9 +89,9 @@ def write_reports(out: Path, results: list[dict]) -> None:
     rows = run_rows(results)
     summary = summarise(rows)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "results.csv", _csv(rows, RUN_COLUMNS))
-    _write(out / "summary.csv", _csv(summary, list(summary[0])))
-    _write(out / "summary.md", summary_markdown(summary))
+    write_text(out / "results.csv", _csv(rows, RUN_COLUMNS))
+    write_text(out / "summary.csv", _csv(summary, list(summary[0])))
+    write_text(out / "summary.md", summary_markdown(summary))
     plot(summary, out / "plot.png")
 
 
@@ -126,9 +128,3 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # a reader never sees half a table

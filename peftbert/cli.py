@@ -43,10 +43,12 @@ def _given(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def tune_config(*, model, method, task, data_dir, train_file, validation_file, test_file, text_column,
-                text_pair_column, label_column, recipe, output, epochs, max_steps, batch_size, grad_accum, lr,
-                max_length, precision, seed, eval_every, metric, patience, save_every, max_train_samples,
-                max_eval_samples, overrides, budget=None):
+def tune_config(*, model=None, method=None, task=None, data_dir=None, train_file=None, validation_file=None,
+                test_file=None, text_column=None, text_pair_column=None, label_column=None, recipe=None, output=None,
+                epochs=None, max_steps=None, batch_size=None, grad_accum=None, lr=None, max_length=None,
+                precision=None, seed=None, eval_every=None, metric=None, patience=None, save_every=None,
+                max_train_samples=None, max_eval_samples=None, overrides=None, budget=None):
+    """A validated RunConfig from command-line values; None means not given (the recipes decide)."""
     from .config import build_config, deep_merge, parse_set
     from .methods import method_configs
 

@@ -39,11 +39,9 @@ def bench(
     def build(*, model, method, seed, budget):
         return tune_config(model=model, method=method, task=task, data_dir=data_dir, train_file=train_file,
                            validation_file=validation_file, test_file=test_file, text_column=text_column,
-                           text_pair_column=None, label_column=label_column, recipe=recipe, output=None,
-                           epochs=epochs, max_steps=max_steps, batch_size=None, grad_accum=None, lr=None,
-                           max_length=None, precision=None, seed=seed, eval_every=None, metric=None, patience=None,
-                           save_every=None, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-                           overrides=set_, budget=budget)
+                           label_column=label_column, recipe=recipe, epochs=epochs, max_steps=max_steps, seed=seed,
+                           max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, overrides=set_,
+                           budget=budget)
 
     cells = plan(split_list(models, "models"), split_list(methods, "methods"), split_list(seeds, "seeds", int),
                  build, budget, Path(output))

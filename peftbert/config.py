@@ -182,11 +182,15 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def build_dataclass(cls, values: dict | None, where: str):
-    """Instantiate a config dataclass from a mapping, rejecting unknown keys and coercing numbers."""
+def _mapping(values, where: str) -> dict:
     if values is not None and not isinstance(values, dict):
         raise UserError(f"{where} must be a mapping of settings (e.g. {where}: {{key: value}}), got {values!r}")
-    values = dict(values or {})
+    return dict(values or {})
+
+
+def build_dataclass(cls, values: dict | None, where: str):
+    """Instantiate a config dataclass from a mapping, rejecting unknown keys and coercing numbers."""
+    values = _mapping(values, where)
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(values) - names)
@@ -247,9 +251,7 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
     unknown = sorted(set(merged) - set(RUN_KEYS) - {"train", "data"} - set(method_configs))
     if unknown:
         raise UserError(f"unknown top-level key(s) in recipe: {', '.join(unknown)}")
-    if not isinstance(merged.get("data") or {}, dict):
-        raise UserError(f"data must be a mapping of settings (e.g. data: {{max_length: 128}}), got {merged['data']!r}")
-    data = dict(merged.get("data") or {})
+    data = _mapping(merged.get("data"), "data")
     if merged.get("task") is not None:
         data["task"] = merged["task"]
     return RunConfig(
