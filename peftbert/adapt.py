@@ -4,103 +4,22 @@ corpus -> held-out split by document -> packed blocks -> the shared loop (masks 
 -> a plain HF masked-LM checkpoint that `peftbert tune --model DIR` loads, and metrics.json with the
 held-out loss / perplexity / masked-token accuracy before and after, on the same fixed masks.
 
-Override order (later wins): AdaptArgs/TrainArgs defaults < recipes/adapt/default.yaml < --recipe FILE
-< CLI flags and --set key=value. A domain (recipes/domains/<name>.yaml) names corpus files and tasks.
+The config (AdaptConfig, config.py) shares tune's base: TrainArgs, recipe loading and writing, the one loop,
+the run writer, and the method registry's LoRA. A domain (recipes/domains/<name>.yaml) names corpus files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from .config import RECIPES_DIR, DataArgs, TrainArgs, _choice, _positive, _positive_or_none, build_dataclass, \
-    deep_merge, load_yaml
+from .config import MLM_METRICS, RECIPES_DIR, AdaptConfig, DataArgs, load_yaml, save_recipe
 from .errors import UserError
-
-METRICS = {"loss": False, "perplexity": False, "accuracy": True}  # held-out metric -> greater is better
-
-
-@dataclass
-class AdaptArgs:
-    method: str = field(default="full", metadata={"help": "full (every weight) or lora (merged back at the end)"})
-    block_size: int = field(default=128, metadata={"help": "tokens per packed block, [CLS] and [SEP] included"})
-    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens predicted (80/10/10 split)"})
-    whole_word_mask: bool = field(default=False, metadata={"help": "mask all pieces of a word together"})
-    max_tokens: int | None = field(default=None, metadata={"help": "training-token budget (documents sampled)"})
-    heldout_fraction: float = field(default=0.05, metadata={"help": "share of each source's documents held out"})
-    max_heldout_tokens: int | None = field(default=100_000, metadata={"help": "cap on held-out tokens (eval cost)"})
-    head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
-    head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (method lora)"})
-    lora_alpha: float = field(default=32, metadata={"help": "LoRA scaling numerator (method lora)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input (method lora)"})
-    lora_target_modules: str | list = field(default="all-linear", metadata={
-        "help": "qv, all-linear (default: adaptation needs more capacity than a task) or module names"})
-    nsp: bool = field(default=False, metadata={"help": "next-sentence objective (not implemented)"})
-
-    def __post_init__(self):
-        _choice(self, "method", ("full", "lora"))
-        _positive(self, "head_warmup_lr", "lora_r", "lora_alpha")
-        _positive_or_none(self, "max_tokens", "max_heldout_tokens")
-        if self.block_size < 8:
-            raise UserError(f"adapt.block_size must be >= 8, got {self.block_size}")
-        if not 0 < self.mlm_probability < 1 or not 0 < self.heldout_fraction < 1:
-            raise UserError(f"adapt.mlm_probability and adapt.heldout_fraction must be in (0, 1), got "
-                            f"{self.mlm_probability} and {self.heldout_fraction}")
-        if self.head_warmup_steps < 0 or not 0 <= self.lora_dropout < 1:
-            raise UserError("adapt.head_warmup_steps must be >= 0 and adapt.lora_dropout in [0, 1)")
-        if self.nsp:
-            raise UserError("adapt.nsp: the next-sentence objective is not implemented; adapt trains masked-LM "
-                            "only (RoBERTa found NSP unnecessary)")
-
-
-RUN_KEYS = ("model", "output", "domain", "corpus", "task", "text_column", "data_dir")
-
-
-@dataclass
-class AdaptConfig:
-    model: str = "minilm"
-    output: str | None = None
-    domain: str | None = None  # recipes/domains/<name>.yaml (or a YAML path): its corpus sources
-    corpus: list = field(default_factory=list)  # more sources: files, directories, tables, hub ids
-    task: str | None = None  # TAPT: this labelled task's training text
-    text_column: str | None = None
-    data_dir: str | None = None
-    train: TrainArgs = field(default_factory=TrainArgs)
-    adapt: AdaptArgs = field(default_factory=AdaptArgs)
-
-    def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in RUN_KEYS}
-        return {**d, "train": dataclasses.asdict(self.train), "adapt": dataclasses.asdict(self.adapt)}
-
-
-def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
-    """default recipe < --recipe < CLI; validated here, once. `cli` holds only what the user set."""
-    merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
-    if recipe:
-        merged = deep_merge(merged, load_yaml(recipe))
-    merged = deep_merge(merged, cli)
-    unknown = sorted(set(merged) - set(RUN_KEYS) - {"train", "adapt"})
-    if unknown:
-        raise UserError(f"unknown top-level key(s) in adapt recipe: {', '.join(unknown)} "
-                        f"(known: {', '.join(RUN_KEYS)}, train, adapt)")
-    corpus = merged.get("corpus") or []
-    cfg = AdaptConfig(**{k: merged.get(k) for k in RUN_KEYS if k != "corpus"},
-                      corpus=[corpus] if isinstance(corpus, str) else list(corpus),
-                      train=build_dataclass(TrainArgs, merged.get("train"), "train"),
-                      adapt=build_dataclass(AdaptArgs, merged.get("adapt"), "adapt"))
-    cfg.model = str(cfg.model or "minilm")
-    if cfg.train.metric not in METRICS:
-        raise UserError(f"train.metric for adapt must be one of {'|'.join(METRICS)}, got {cfg.train.metric!r}")
-    if not (cfg.domain or cfg.corpus or cfg.task):
-        raise UserError("nothing to adapt on: pass --domain finance, --corpus FILE (repeatable) or --task NAME")
-    return cfg
 
 
 def load_domain(name: str) -> dict:
@@ -169,20 +88,14 @@ def set_trainable(model, names: list[str] | None):
         p.requires_grad = names is None or n in names
 
 
-def apply_lora(model, a: AdaptArgs):
-    from peft import LoraConfig, get_peft_model
-
-    from .methods.lora import resolve_targets
+def apply_lora(model, cfg: AdaptConfig):
+    """The registry's LoRA on the bare encoder (no task head); the MLM head trains fully, in place, not as a
+    peft copy: a copy would untie its decoder from the input embeddings."""
+    from .methods import Context, get_method
     from .models import arch_of
 
     head = set(head_names(model))
-    config = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
-                        target_modules=resolve_targets(a.lora_target_modules, arch_of(model.config)))
-    try:
-        model = get_peft_model(model, config)
-    except ValueError as e:
-        raise UserError(f"lora: {str(e).splitlines()[0][:200]} (set adapt.lora_target_modules)") from None
-    # The head trains fully (it may be new) in place, not as a peft copy: that would untie its decoder.
+    model = get_method("lora").apply(model, cfg.lora, Context(arch_of(model.config), task_type=None))
     for n, p in model.get_base_model().named_parameters():
         if n in head:
             p.requires_grad = True
@@ -207,16 +120,13 @@ def carried_pooler(model, source: str) -> dict:
     return found
 
 
-def save_checkpoint(model, tokenizer, out: Path, source: str) -> list[str]:
+def add_weights(out: Path, tensors: dict) -> None:
+    """Add tensors (the carried-over pooler) to a saved model.safetensors."""
     from safetensors.torch import load_file, save_file
 
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    pooler = carried_pooler(model, source)
     weights = out / "model.safetensors"
-    if pooler and weights.is_file():  # (a sharded save has no single file; the pooler is then re-drawn)
-        save_file({**load_file(str(weights)), **pooler}, str(weights), metadata={"format": "pt"})
-    return sorted(pooler)
+    if tensors and weights.is_file():  # (a sharded save has no single file; the pooler is then re-drawn)
+        save_file({**load_file(str(weights)), **tensors}, str(weights), metadata={"format": "pt"})
 
 
 class PredictedOnly(torch.nn.Module):
@@ -291,14 +201,44 @@ def default_output(cfg: AdaptConfig) -> Path:
     return Path("runs") / f"adapt-{Path(what).stem}-{cfg.adapt.method}-{model}-s{cfg.train.seed}"
 
 
+def load_blocks(cfg: AdaptConfig, sources, tokenizer):
+    """(train blocks, held-out blocks): the sources split by document, tokenised and packed."""
+    from .data.corpus import split_documents
+    from .data.mlm import Blocks, tokenize_documents
+
+    a = cfg.adapt
+    train_docs, heldout_docs = split_documents(sources, a.heldout_fraction, cfg.train.seed)
+
+    def pack(docs, max_tokens):
+        return Blocks(tokenize_documents(docs, tokenizer, words=a.whole_word_mask, max_tokens=max_tokens),
+                      tokenizer, a.block_size)
+
+    train_blocks, heldout_blocks = pack(train_docs, a.max_tokens), pack(heldout_docs, a.max_heldout_tokens)
+    if not len(train_blocks) or not len(heldout_blocks):
+        raise UserError("the corpus has no tokens to train or evaluate on (empty text?)")
+    return train_blocks, heldout_blocks
+
+
+def warm_up_head(net, model, blocks, collate, cfg: AdaptConfig, acc, heldout):
+    """Train only the MLM head (encoder and tied embeddings frozen) for adapt.head_warmup_steps steps."""
+    from .train import train
+
+    set_trainable(model, head_names(model))
+    warm = dataclasses.replace(cfg.train, max_steps=cfg.adapt.head_warmup_steps, lr=cfg.adapt.head_warmup_lr,
+                               eval_every=None, save_every=None, patience=None)
+    result = train(net, blocks, collate.batch, warm, accelerator=acc, out_dir=None,
+                   evaluate=make_evaluator(acc, heldout, cfg.train.eval_batch_size),
+                   greater_is_better=MLM_METRICS[cfg.train.metric], describe="head warm-up")
+    acc.unwrap_model(net, keep_fp32_wrapper=False)
+    set_trainable(model, None)
+    return result
+
+
 def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
               log=print) -> dict:
-    import yaml
-
-    from .data.corpus import split_documents
-    from .data.mlm import Blocks, MLMCollator, tokenize_documents
+    from .data.mlm import MLMCollator
     from .models import count_params, load_tokenizer, resolve_model
-    from .runinfo import peak_memory, prepare_output, versions, write_json
+    from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
     from .train import make_accelerator, train
 
     a, t = cfg.adapt, cfg.train
@@ -306,24 +246,17 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
     sources = collect_sources(cfg)
-    train_docs, heldout_docs = split_documents(sources, a.heldout_fraction, t.seed)
-    collate = MLMCollator(tokenizer, a.mlm_probability, a.whole_word_mask)
     torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"
     model, new_head = load_mlm(model_path)
     limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
     if a.block_size > limit:
         raise UserError(f"adapt.block_size {a.block_size} exceeds the model's {limit} positions")
-    train_blocks = Blocks(tokenize_documents(train_docs, tokenizer, words=a.whole_word_mask, max_tokens=a.max_tokens),
-                          tokenizer, a.block_size)
-    heldout_blocks = Blocks(tokenize_documents(heldout_docs, tokenizer, words=a.whole_word_mask,
-                                               max_tokens=a.max_heldout_tokens), tokenizer, a.block_size)
-    if not len(train_blocks) or not len(heldout_blocks):
-        raise UserError("the corpus has no tokens to train or evaluate on (empty text?)")
+    train_blocks, heldout_blocks = load_blocks(cfg, sources, tokenizer)
     out = Path(cfg.output) if cfg.output else default_output(cfg)
     prepare_output(out, overwrite, resume)
 
     acc = make_accelerator(t, out, cpu=cpu)
-    log = log if acc.is_main_process else (lambda *a, **k: None)
+    log = main_process_log(acc, log)
     for s in sources:
         st = s.stats()
         log(f"source {s.name}: {st['documents']:,} documents ({st['heldout_documents']} held out), "
@@ -332,47 +265,41 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         f"{len(heldout_blocks):,} blocks ({heldout_blocks.n_tokens:,} tokens)")
     if new_head:
         log("the checkpoint has no masked-LM head: initialised one, its decoder tied to the input embeddings")
+    collate = MLMCollator(tokenizer, a.mlm_probability, a.whole_word_mask)
     heldout = collate.fixed(heldout_blocks, t.seed)
     net = PredictedOnly(model.to(acc.device), masker=collate).eval()
     before = make_evaluator(acc, heldout, t.eval_batch_size)(net)
     log(f"held-out before: {summary(before)}")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        save_recipe(cfg, out / "recipe.yaml")
 
-    results, greater = [], METRICS[t.metric]
+    results = []
     if a.head_warmup_steps and resume:
         log("resuming: the head warm-up is already in the checkpoint, skipped")
     elif a.head_warmup_steps:
-        set_trainable(model, head_names(model))  # encoder (and the tied embeddings) frozen
-        warm = dataclasses.replace(t, max_steps=a.head_warmup_steps, lr=a.head_warmup_lr, eval_every=None,
-                                   save_every=None, patience=None)
-        results.append(train(net, train_blocks, collate.batch, warm, accelerator=acc, out_dir=None,
-                             evaluate=make_evaluator(acc, heldout, t.eval_batch_size), greater_is_better=greater,
-                             describe="head warm-up"))
-        net = acc.unwrap_model(net, keep_fp32_wrapper=False)
+        results.append(warm_up_head(net, model, train_blocks, collate, cfg, acc, heldout))
         acc = make_accelerator(t, out, cpu=cpu)  # a fresh one: the loop prepares the model again
-    set_trainable(model, None)
     if a.method == "lora":
-        model = apply_lora(model, a)  # LoRA layers go into the model in place; `net` runs them
+        model = apply_lora(model, cfg)  # LoRA layers go into the model in place; `net` runs them
     params = count_params(model)
     log(f"method {a.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
         f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
     evaluate = make_evaluator(acc, heldout, t.eval_batch_size)
     results.append(train(net, train_blocks, collate.batch, t, accelerator=acc, evaluate=evaluate, out_dir=out,
-                         resume=resume, greater_is_better=greater, describe=f"adapt-{a.method}"))
+                         resume=resume, greater_is_better=MLM_METRICS[t.metric], describe=f"adapt-{a.method}"))
 
     acc.unwrap_model(net, keep_fp32_wrapper=False)  # (the loop restored the best weights into it)
     if a.method == "lora":
         model = model.merge_and_unload()  # a plain checkpoint: nothing downstream needs peft
     model.eval()
     after = evaluate(PredictedOnly(model))
-    res = results[-1]
-    seconds = sum(r.train_seconds for r in results)
+    res, seconds = results[-1], sum(r.train_seconds for r in results)
     blocks_seen = sum(r.samples_seen for r in results)
     if resume and a.head_warmup_steps:  # the warm-up ran before the checkpoint: count its blocks
         blocks_seen += a.head_warmup_steps * t.batch_size * t.grad_accum * acc.num_processes
     tokens = round(blocks_seen * train_blocks.n_tokens / len(train_blocks))
+    pooler = carried_pooler(model, model_path)
     metrics = {
         "model": cfg.model, "model_path": model_path, "method": a.method, "domain": cfg.domain, "task": cfg.task,
         "sources": [s.stats() for s in sources], "head_initialised": new_head,
@@ -389,12 +316,9 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),  # training only: the loop times evals apart
         "eval_seconds": round(sum(r.eval_seconds for r in results), 2), **params,
         "precision": acc.mixed_precision, "num_processes": acc.num_processes, "device": str(acc.device),
-        **peak_memory(), "versions": versions(),
+        **peak_memory(), "versions": versions(), "carried_over": sorted(pooler),
     }
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        metrics["carried_over"] = save_checkpoint(model, tokenizer, out, model_path)
-        write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    save_run(acc, out, model, tokenizer, metrics, extra=lambda out: add_weights(out, pooler))
     log(f"held-out after:  {summary(after)}")
     log(f"wrote {out} (load it with `peftbert tune --model {out}`)")
     return metrics

@@ -13,13 +13,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from .config import RunConfig, yaml_load
+from .config import RunConfig, deep_merge, parse_set, yaml_load
 from .errors import UserError
-from .methods.budget import KNOBS, parse_budget
+from .methods import sizable
+from .methods.budget import parse_budget
 
 EXAMPLES = {"models": "minilm,runs/adapt-finance", "methods": "lora,adapter,adalora", "seeds": "1,2,3"}
 # set per cell by the grid: a --set of these would silently make every cell the same
@@ -65,11 +65,19 @@ def check_overrides(overrides: dict) -> None:
             raise UserError(f"--set {key}=...: bench sets {key} per cell; use {flag} instead")
 
 
-def plan(models: list[str], methods: list[str], seeds: list[int], build: Callable[..., RunConfig],
-         budget: str | None, out: Path, log=print) -> list[Cell]:
-    """Build and check every cell first, so a typo in the last one fails before hours of runs."""
-    from .models import resolve_model
+def plan(models: list[str], methods: list[str], seeds: list[int], *, recipe: str | None, values: dict,
+         overrides: list[str] | None, budget: str | None, out: Path, log=print) -> list[Cell]:
+    """Build and check every cell first, so a typo in the last one fails before hours of runs.
 
+    `values` are the tune settings given as flags, `overrides` the --set items: the same for every cell.
+    """
+    from .models import resolve_model
+    from .tune import tune_config
+
+    sets = parse_set(overrides)
+    check_overrides(sets)
+    given = deep_merge(values, sets)
+    knobs = sizable()
     if budget is not None:
         parse_budget(budget)  # checked even when no method here has a size
     check_output(out)
@@ -81,14 +89,15 @@ def plan(models: list[str], methods: list[str], seeds: list[int], build: Callabl
     for model in models:
         resolve_model(model)  # a missing directory or unreachable hub fails now, not after the first model's runs
         for method in methods:
-            sized = budget if method in KNOBS else None  # full/bitfit/ia3 have no size to set
+            sized = budget if method in knobs else None  # full/bitfit/ia3 have no size to set
             for seed in seeds:
-                cell = Cell(model, method, seed, build(model=model, method=method, seed=seed, budget=sized))
+                cell_values = deep_merge(given, {"model": model, "method": method, "train": {"seed": seed}})
+                cell = Cell(model, method, seed, tune_config(recipe, cell_values, sized))
                 check_finished(cell, out)
                 cells.append(cell)
-    unsized = sorted({m for m in methods if m not in KNOBS})
+    unsized = sorted({m for m in methods if m not in knobs})
     if budget and unsized:
-        log(f"note: --budget sizes {', '.join(m for m in methods if m in KNOBS) or 'none of these methods'}; "
+        log(f"note: --budget sizes {', '.join(m for m in methods if m in knobs) or 'none of these methods'}; "
             f"{', '.join(unsized)} run at their own size")
     return cells
 

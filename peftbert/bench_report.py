@@ -33,8 +33,10 @@ def run_rows(results: list[dict]) -> list[dict]:
 
 
 def kept_params(m: dict) -> int:
-    """Trainable parameters the saved model holds. AdaLoRA trains init_r triplets per matrix and keeps only
-    those its schedule left (its budget is set on these); every other method keeps all it trains."""
+    """Trainable parameters the saved model holds: `kept_params` in metrics.json (a method's summary sets it
+    when it keeps fewer than it trains, as AdaLoRA does). Runs written before that field derive it here."""
+    if "kept_params" in m:
+        return m["kept_params"]
     a = m.get("adalora")
     if a and "final_params" in a:
         return m["trainable_params"] - a["initial_params"] + a["final_params"]

@@ -1,12 +1,16 @@
-"""Typed run configuration and YAML recipes.
+"""The one schema: typed run configuration (its fields are the commands' flags) and YAML recipes.
+
+Every option's name, type, default and help live here, in a dataclass field (methods keep theirs in their
+own module). cli_options.py turns the fields into the flags of `tune`, `adapt` and `bench`.
 
 Override order (later wins):
-    dataclass defaults < method preset (recipes/methods/<method>.yaml)
-    < recipe (--recipe FILE, default recipes/tune/default.yaml) < CLI flags and --set key=value.
+    tune:  dataclass defaults < method preset (recipes/methods/<method>.yaml)
+           < recipe (--recipe FILE, default recipes/tune/default.yaml) < CLI flags and --set key=value.
+    adapt: dataclass defaults < recipes/adapt/default.yaml < --recipe FILE < CLI flags and --set.
 
-A recipe is a YAML mapping with top-level run keys (model, method, task, output),
-a `train:` block (TrainArgs), a `data:` block (DataArgs) and, per method, a block named
-after the method (e.g. `lora: {r: 8}`) validated by that method's config class.
+A tune recipe is a YAML mapping with top-level run keys (model, method, task, output), a `train:` block
+(TrainArgs), a `data:` block (DataArgs) and, per method, a block named after the method (e.g. `lora: {r: 8}`)
+validated by that method's config class. An adapt recipe has run keys, `train:`, `adapt:` and `lora:`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ REPO_RECIPES = next((p for p in (_HERE / "recipes", _HERE.parent / "recipes") if
 RECIPES_DIR = Path(os.environ.get("PEFTBERT_RECIPES", REPO_RECIPES))
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+# validation metrics that can pick the best checkpoint -> whether greater is better
+SELECTION_METRICS = {"macro_f1": True, "accuracy": True, "mcc": True}  # tune: metrics.classification_metrics
+MLM_METRICS = {"loss": False, "perplexity": False, "accuracy": True}  # adapt: adapt.mlm_metrics
 SCHEDULERS = ("linear", "cosine", "constant")
 
 
@@ -52,15 +59,15 @@ class TrainArgs:
     log_every: int = field(default=20, metadata={"help": "log training loss every N steps"})
 
     def __post_init__(self):
-        _positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every")
-        _positive(self, "lr", "epochs")
-        _positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
+        check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every")
+        check_positive(self, "lr", "epochs")
+        check_positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise UserError("train.weight_decay and train.max_grad_norm must be >= 0")
-        _choice(self, "precision", PRECISIONS)
-        _choice(self, "scheduler", SCHEDULERS)
+        check_choice(self, "precision", PRECISIONS)
+        check_choice(self, "scheduler", SCHEDULERS)
         if not 0 <= self.seed < 2**32:  # numpy's seed range
             raise UserError(f"train.seed must be in [0, 2**32), got {self.seed}")
 
@@ -82,17 +89,22 @@ class DataArgs:
     max_eval_samples: int | None = field(default=None, metadata={"help": "use only N validation/test rows"})
 
     def __post_init__(self):
-        _positive(self, "max_length")
-        _positive_or_none(self, "max_train_samples", "max_eval_samples")
+        check_positive(self, "max_length")
+        check_positive_or_none(self, "max_train_samples", "max_eval_samples")
         if not 0 < self.validation_fraction < 1:
             raise UserError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
 
 
+MODEL_HELP = "'minilm' (embedded default), a local checkpoint directory, or a hub id"
+
+
 @dataclass
 class RunConfig:
-    model: str = "minilm"
-    method: str = "lora"
-    output: str | None = None
+    """`peftbert tune`: one model, one method, one task."""
+    model: str = field(default="minilm", metadata={"help": MODEL_HELP})
+    method: str = field(default="lora", metadata={"help": "fine-tuning method (see `peftbert methods`)"})
+    output: str | None = field(default=None, metadata={
+        "help": "run directory (default runs/<task>-<method>-<model>-s<seed>)"})
     train: TrainArgs = field(default_factory=TrainArgs)
     data: DataArgs = field(default_factory=DataArgs)
     method_args: Any = None  # the method's own config dataclass, filled by build_config
@@ -105,21 +117,21 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------- validation helpers
-def _positive(obj, *names):
+def check_positive(obj, *names):
     for n in names:
         v = getattr(obj, n)
         if v is None or v <= 0:
             raise UserError(f"{type(obj).__name__}.{n} must be > 0, got {v}")
 
 
-def _positive_or_none(obj, *names):
+def check_positive_or_none(obj, *names):
     for n in names:
         v = getattr(obj, n)
         if v is not None and v <= 0:
             raise UserError(f"{type(obj).__name__}.{n} must be > 0 or unset, got {v}")
 
 
-def _choice(obj, name, choices):
+def check_choice(obj, name, choices):
     v = getattr(obj, name)
     if v not in choices:
         raise UserError(f"{name} must be one of {'|'.join(choices)}, got {v!r}")
@@ -239,8 +251,7 @@ RUN_KEYS = ("model", "method", "output", "task")
 def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConfig:
     """Merge preset < recipe < CLI and validate everything once, here at the edge.
 
-    `cli` holds only what the user set (None values dropped by the caller);
-    `method_configs` maps method name -> config dataclass.
+    `cli` holds only what the user set; `method_configs` maps method name -> config dataclass.
     """
     recipe_d = load_yaml(recipe) if recipe else load_yaml(default_recipe())
     method = cli.get("method") or recipe_d.get("method") or "lora"
@@ -254,15 +265,113 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
     data = _mapping(merged.get("data"), "data")
     if merged.get("task") is not None:
         data["task"] = merged["task"]
+    train = build_dataclass(TrainArgs, merged.get("train"), "train")
+    check_metric(train.metric, SELECTION_METRICS, "tune")
     return RunConfig(
         model=str(merged.get("model") or "minilm"),
         method=method,
         output=merged.get("output"),
-        train=build_dataclass(TrainArgs, merged.get("train"), "train"),
+        train=train,
         data=build_dataclass(DataArgs, data, "data"),
         method_args=build_dataclass(method_configs[method], merged.get(method), method),
     )
 
 
-def save_recipe(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def check_metric(metric: str, known: dict, command: str) -> None:
+    if metric not in known:
+        raise UserError(f"train.metric for {command} must be one of {'|'.join(known)}, got {metric!r}")
+
+
+def save_recipe(cfg, path: Path) -> None:
+    """The resolved config of a run (tune's RunConfig or adapt's AdaptConfig), beside its outputs."""
+    from .runinfo import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------- adapt
+@dataclass
+class AdaptArgs:
+    method: str = field(default="full", metadata={"help": "full (every weight) or lora (merged back at the end)"})
+    block_size: int = field(default=128, metadata={"help": "tokens per packed block, [CLS] and [SEP] included"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens predicted (80/10/10 split)"})
+    whole_word_mask: bool = field(default=False, metadata={"help": "mask all pieces of a word together"})
+    max_tokens: int | None = field(default=None, metadata={"help": "training-token budget (documents sampled)"})
+    heldout_fraction: float = field(default=0.05, metadata={"help": "share of each source's documents held out"})
+    max_heldout_tokens: int | None = field(default=100_000, metadata={"help": "cap on held-out tokens (eval cost)"})
+    head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
+    head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
+    nsp: bool = field(default=False, metadata={"help": "next-sentence objective (not implemented)"})
+
+    def __post_init__(self):
+        check_choice(self, "method", ("full", "lora"))
+        check_positive(self, "head_warmup_lr")
+        check_positive_or_none(self, "max_tokens", "max_heldout_tokens")
+        if self.block_size < 8:
+            raise UserError(f"adapt.block_size must be >= 8, got {self.block_size}")
+        if not 0 < self.mlm_probability < 1 or not 0 < self.heldout_fraction < 1:
+            raise UserError(f"adapt.mlm_probability and adapt.heldout_fraction must be in (0, 1), got "
+                            f"{self.mlm_probability} and {self.heldout_fraction}")
+        if self.head_warmup_steps < 0:
+            raise UserError(f"adapt.head_warmup_steps must be >= 0, got {self.head_warmup_steps}")
+        if self.nsp:
+            raise UserError("adapt.nsp: the next-sentence objective is not implemented; adapt trains masked-LM "
+                            "only (RoBERTa found NSP unnecessary)")
+
+
+def _lora_args():
+    from .methods.lora import LoraArgs
+    return LoraArgs()
+
+
+@dataclass
+class AdaptConfig:
+    """`peftbert adapt`: continued masked-LM pretraining on domain or task text."""
+    model: str = field(default="minilm", metadata={"help": MODEL_HELP})
+    output: str | None = field(default=None, metadata={
+        "help": "run directory (default runs/adapt-<source>-<method>-<model>-s<seed>)"})
+    domain: str | None = field(default=None, metadata={
+        "help": "domain corpus: a name in recipes/domains (finance) or a YAML file"})
+    corpus: list[str] = field(default_factory=list, metadata={
+        "help": "text source (repeatable): .txt(.gz), folder, CSV/JSONL/Parquet, hub id"})
+    task: str | None = field(default=None, metadata={"help": "task-adaptive pretraining on this task's training text"})
+    text_column: str | None = field(default=None, metadata={
+        "help": "text column of table sources (default: text/sentence/content/body)"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "where domain corpora and tasks live (env PEFTBERT_DATA_DIR)"})
+    train: TrainArgs = field(default_factory=TrainArgs)
+    adapt: AdaptArgs = field(default_factory=AdaptArgs)
+    lora: Any = field(default_factory=_lora_args)  # the registry's LoraArgs, used with adapt.method lora
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ADAPT_BLOCKS}
+        return {**d, **{b: dataclasses.asdict(getattr(self, b)) for b in ADAPT_BLOCKS}}
+
+
+ADAPT_BLOCKS = ("train", "adapt", "lora")
+
+
+def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
+    """default recipe < --recipe < CLI; validated here, once. `cli` holds only what the user set."""
+    from .methods.lora import LoraArgs
+
+    merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
+    if recipe:
+        merged = deep_merge(merged, load_yaml(recipe))
+    merged = deep_merge(merged, cli)
+    run_keys = [f.name for f in fields(AdaptConfig) if f.name not in ADAPT_BLOCKS]
+    unknown = sorted(set(merged) - set(run_keys) - set(ADAPT_BLOCKS))
+    if unknown:
+        raise UserError(f"unknown top-level key(s) in adapt recipe: {', '.join(unknown)} "
+                        f"(known: {', '.join(run_keys + list(ADAPT_BLOCKS))})")
+    corpus = merged.get("corpus") or []
+    cfg = AdaptConfig(**{k: merged.get(k) for k in run_keys if k != "corpus"},
+                      corpus=[corpus] if isinstance(corpus, str) else list(corpus),
+                      train=build_dataclass(TrainArgs, merged.get("train"), "train"),
+                      adapt=build_dataclass(AdaptArgs, merged.get("adapt"), "adapt"),
+                      lora=build_dataclass(LoraArgs, merged.get("lora"), "lora"))
+    cfg.model = str(cfg.model or "minilm")
+    check_metric(cfg.train.metric, MLM_METRICS, "adapt")
+    if not (cfg.domain or cfg.corpus or cfg.task):
+        raise UserError("nothing to adapt on: pass --domain finance, --corpus FILE (repeatable) or --task NAME")
+    return cfg

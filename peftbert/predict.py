@@ -24,7 +24,7 @@ def load_run(run_dir: Path):
     id2label = dict(enumerate(info["label_names"]))
     tokenizer = load_tokenizer(str(run_dir))
     if (run_dir / "adapter_config.json").is_file():
-        import peftbert.methods  # noqa: F401  (registers custom PEFT methods before loading)
+        from .methods import bottleneck  # noqa: F401  (registers the adapter's PEFT type before loading)
         from peft import PeftModel
 
         base_path = info["model_path"] if Path(info["model_path"]).exists() else resolve_model(info["model"])
@@ -49,7 +49,7 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     import yaml
 
     from .data.readers import read_table
-    from .data.tasks import _pick, map_labels
+    from .data.frames import map_labels, pick_column
 
     if not texts and not file:
         raise UserError("nothing to classify: pass --text \"...\" (repeatable) or --file PATH")
@@ -61,7 +61,7 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     pairs, gold = None, None
     if file:
         df = read_table(file)
-        col = _pick(df, text_column, ("text", "sentence", "sentence1"), "text", file)
+        col = pick_column(df, text_column, ("text", "sentence", "sentence1"), "text", file)
         texts = df[col].astype(str).tolist()
         if text_pair_column:
             if text_pair_column not in df.columns:

@@ -1,4 +1,4 @@
-"""What every run writes beside its outputs: versions, memory, output-directory safety."""
+"""What every run writes beside its outputs: versions, memory, output-directory safety, the final save."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import resource
 import shutil
 from pathlib import Path
 
-import torch
-
 from .errors import UserError
 
 RUN_MARKERS = ("metrics.json", "recipe.yaml", "eval_log.jsonl", "checkpoints", "tensorboard")
@@ -17,6 +15,7 @@ RUN_MARKERS = ("metrics.json", "recipe.yaml", "eval_log.jsonl", "checkpoints", "
 
 def versions() -> dict:
     import accelerate
+    import torch
     import peft
     import transformers
 
@@ -26,6 +25,8 @@ def versions() -> dict:
 
 
 def peak_memory() -> dict:
+    import torch
+
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1), "peak_memory_kind": "cuda"}
     # ru_maxrss is in KiB on Linux: the process's peak resident memory
@@ -57,3 +58,20 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def main_process_log(acc, log):
+    """`log` on the main process; silence on the others (each would print the same lines)."""
+    return log if acc.is_main_process else (lambda *a, **k: None)
+
+
+def save_run(acc, out: Path, model, tokenizer, metrics: dict, extra=None) -> None:
+    """The artefacts of a finished run, by the main process: weights (`save_pretrained`), tokenizer, then
+    `extra(out)` (more files), then metrics.json, written last: its presence marks a finished run."""
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        if extra is not None:
+            extra(out)
+        write_json(out / "metrics.json", metrics)

@@ -1,13 +1,16 @@
-"""THE training loop: one function, used by `tune` (and `adapt`), read top to bottom.
+"""THE training loop: one function, used by `tune` and `adapt`, read top to bottom.
 
-Methods change it only through hooks (`on_optimizer_step`); everything else is plain Accelerate:
-prepare, accumulate, clip, step, evaluate, keep the best weights, checkpoint, resume.
+Methods change it only through hooks (`on_train_begin` with the step plan, `on_optimizer_step`); everything
+else is plain Accelerate: prepare, accumulate, clip, step, evaluate, keep the best weights, checkpoint
+(ProjectConfiguration's naming and rotation), resume.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,13 +24,26 @@ from tqdm.auto import tqdm
 from .config import TrainArgs
 from .errors import UserError
 
-CKPT_DIR = "checkpoints"
+CKPT_DIR = "checkpoints"  # Accelerate's automatic naming: <out>/checkpoints/checkpoint_<step>
+KEEP_CHECKPOINTS = 2
+# Accelerate warns on every rotation ("Deleting 1 checkpoints to make room"): expected here, so not shown
+logging.getLogger("accelerate.accelerator").addFilter(lambda record: "to make room" not in record.getMessage())
 
 
 @dataclass
 class Hooks:
     """What a method may add to the loop; defaults do nothing."""
+    on_train_begin: Callable | None = None  # (model, plan) once, after prepare, before the first step
     on_optimizer_step: Callable | None = None  # (model, step) after optimizer.step, before zero_grad
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Optimizer steps of a run, computed once from the prepared (per-process, sharded) loader."""
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
 
 
 @dataclass
@@ -42,6 +58,7 @@ class TrainResult:
     eval_seconds: float = 0.0
     samples_seen: int = 0
     stopped_early: bool = False
+    plan: StepPlan | None = None
 
 
 def resolve_precision(precision: str, cpu: bool) -> str:
@@ -82,7 +99,9 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False):
         # a seedable sampler makes the shuffle order a function of (seed, epoch): exact resume
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         log_with="tensorboard" if out_dir else None,
-        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard"))
+        # save_state() names checkpoints itself and keeps the newest KEEP_CHECKPOINTS
+        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard"),
+                                            automatic_checkpoint_naming=True, total_limit=KEEP_CHECKPOINTS)
         if out_dir else None,
     )
     return acc
@@ -100,11 +119,11 @@ def build_optimizer(model, args: TrainArgs):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr)
 
 
-def plan_steps(n_batches: int, args: TrainArgs) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps); the last partial accumulation still steps."""
+def plan_steps(n_batches: int, args: TrainArgs) -> StepPlan:
+    """The plan for `n_batches` per epoch (per process); the last partial accumulation still steps."""
     per_epoch = math.ceil(n_batches / args.grad_accum)
-    total = args.max_steps or math.ceil(args.epochs * per_epoch)
-    return per_epoch, max(total, 1)
+    total = max(args.max_steps or math.ceil(args.epochs * per_epoch), 1)
+    return StepPlan(n_batches, per_epoch, total, int(args.warmup_ratio * total))
 
 
 def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: Callable[[object], dict],
@@ -119,15 +138,18 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     optimizer = build_optimizer(model, args)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     # Steps are counted per process after sharding; the scheduler is stepped by us, once per optimizer step,
-    # so its length is exact under any number of processes and accumulation.
-    steps_per_epoch, total_steps = plan_steps(len(loader), args)
+    # so its length is exact under any number of processes and accumulation. Methods get the same plan.
+    plan = plan_steps(len(loader), args)
+    steps_per_epoch, total_steps = plan.steps_per_epoch, plan.total_steps
     scheduler = get_scheduler("constant_with_warmup" if args.scheduler == "constant" else args.scheduler, optimizer,
-                              num_warmup_steps=int(args.warmup_ratio * total_steps), num_training_steps=total_steps)
+                              num_warmup_steps=plan.warmup_steps, num_training_steps=total_steps)
     acc.register_for_checkpointing(scheduler)  # not prepared, so save_state must be told about it
+    if hooks.on_train_begin:
+        hooks.on_train_begin(acc.unwrap_model(model), plan)
     if out_dir is not None:
         acc.init_trackers("tb", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    res = TrainResult()
+    res = TrainResult(plan=plan)
     best_state, bad_evals, start_epoch, skip_batches = None, 0, 0, 0
     if resume:
         ckpt = find_checkpoint(resume, out_dir)
@@ -252,18 +274,22 @@ def resumed_batches(acc, loader, skip: int):
 
 
 def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch: int, batches_in_epoch: int,
-                    best_state, keep: int = 2):
-    ckpt = out_dir / CKPT_DIR / f"step-{res.steps:07d}"
-    acc.save_state(str(ckpt))
+                    best_state):
+    """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last:
+    a checkpoint without trainer_state.json is incomplete and never resumed from."""
+    acc.project_configuration.iteration = res.steps  # the checkpoint is named after its step
+    ckpt = out_dir / CKPT_DIR / f"checkpoint_{res.steps}"
+    if acc.is_main_process and ckpt.exists():  # left half-written by a crash before a resume: redo it
+        shutil.rmtree(ckpt)
+    acc.wait_for_everyone()
+    acc.save_state()
     if acc.is_main_process:
         state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
                  "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
                  "best_eval": res.best_eval, "bad_evals": bad_evals}
-        (ckpt / "trainer_state.json").write_text(json.dumps(state))
         if best_state is not None:
             torch.save(best_state, ckpt / "best_state.pt")
-        for old in sorted((out_dir / CKPT_DIR).glob("step-*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
     acc.wait_for_everyone()
 
 
@@ -275,8 +301,9 @@ def find_checkpoint(resume: str, out_dir: Path | None) -> Path:
             raise UserError(f"{p} is not a peftbert checkpoint (no trainer_state.json); pass --resume latest "
                             "or a directory under OUTPUT/checkpoints")
         return p
-    found = sorted((out_dir / CKPT_DIR).glob("step-*")) if out_dir else []
-    found = [p for p in found if (p / "trainer_state.json").is_file()]
+    found = [p for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()] \
+        if out_dir else []
+    found.sort(key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
     if not found:
         raise UserError(f"no checkpoint to resume under {out_dir}/{CKPT_DIR}; run with --save-every N first")
     return found[-1]

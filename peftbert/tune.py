@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
 
-from .config import RunConfig, save_recipe
-from .data.encode import EncodedTask, make_collate
+from .config import SELECTION_METRICS, RunConfig, build_config, save_recipe
+from .data.encode import EncodedTask
 from .data.tasks import load_task
-from .methods import Context, get_method
+from .methods import Context, get_method, method_configs
 from .metrics import classification_metrics, headline
 from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
-from .runinfo import peak_memory, prepare_output, versions, write_json
-from .train import Hooks, find_checkpoint, make_accelerator, plan_steps, train
+from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
+from .train import Hooks, find_checkpoint, make_accelerator, train
+
+
+def tune_config(recipe: str | None = None, values: dict | None = None, budget: str | None = None) -> RunConfig:
+    """A validated RunConfig from the settings a user gave (flags, --set); the recipes decide the rest.
+
+    With `budget`, the method's size knob is set so it trains about that many parameters outside the head.
+    """
+    cfg = build_config(recipe, values or {}, method_configs())
+    if budget is not None:
+        from .methods.budget import apply_budget
+        cfg = apply_budget(cfg, budget)
+    return cfg
 
 
 def default_output(cfg: RunConfig, task_name: str) -> Path:
@@ -35,7 +49,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
         resume = str(find_checkpoint(resume, out))  # fail now, not after the model is loaded
 
     acc = make_accelerator(cfg.train, out, cpu=cpu)
-    log = log if acc.is_main_process else (lambda *a, **k: None)
+    log = main_process_log(acc, log)
     for note in task.notes:
         log(f"note: {note}")
     log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
@@ -44,41 +58,37 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     model = load_classifier(model_path, task.id2label)
     arch = arch_of(model.config)
     head = head_modules(model, arch)
-    train_ds = EncodedTask(task.train, tokenizer, cfg.data.max_length)
-    per_process_batches = max(1, -(-len(train_ds) // cfg.train.batch_size) // acc.num_processes)
-    steps = plan_steps(per_process_batches, cfg.train)[1]  # the loop's own count, for schedules like AdaLoRA's
-    ctx = Context(arch=arch, total_steps=steps, num_labels=len(task.label_names), head=head)
-    model = method.apply(model, cfg.method_args, ctx)
+    model = method.apply(model, cfg.method_args, Context(arch, num_labels=len(task.label_names), head=head))
     params = count_params(model, head)
     log(f"method {cfg.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
         f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
 
-    collate = make_collate(tokenizer)
-    val_loader = acc.prepare(DataLoader(EncodedTask(task.validation, tokenizer, cfg.data.max_length),
-                                        batch_size=cfg.train.eval_batch_size, collate_fn=collate))
+    collate = DataCollatorWithPadding(tokenizer)
 
-    def evaluate(m, loader=val_loader):
+    def eval_loader(frame):
+        return acc.prepare(DataLoader(EncodedTask(frame, tokenizer, cfg.data.max_length),
+                                      batch_size=cfg.train.eval_batch_size, collate_fn=collate))
+
+    def evaluate(m, loader=eval_loader(task.validation)):
         return predict_metrics(acc, m, loader, task.label_names)
 
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(cfg, out / "recipe.yaml")
-    result = train(model, train_ds, collate, cfg.train, accelerator=acc, evaluate=evaluate, out_dir=out,
-                   hooks=Hooks(on_optimizer_step=method.on_optimizer_step), resume=resume, describe=cfg.method)
+    hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
+                  functools.partial(method.on_train_begin, cfg=cfg.method_args))
+    result = train(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), collate, cfg.train,
+                   accelerator=acc, evaluate=evaluate, out_dir=out, hooks=hooks, resume=resume,
+                   greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method)
 
-    model = acc.unwrap_model(model) if hasattr(acc, "unwrap_model") else model
+    model = acc.unwrap_model(model)
     model.eval()
     validation = evaluate(model)
-    test = None
-    if task.test is not None and len(task.test):
-        test_loader = acc.prepare(DataLoader(EncodedTask(task.test, tokenizer, cfg.data.max_length),
-                                             batch_size=cfg.train.eval_batch_size, collate_fn=collate))
-        test = evaluate(model, test_loader)
-
+    test = evaluate(model, eval_loader(task.test)) if task.test is not None and len(task.test) else None
     metrics = {
         "method": cfg.method, "model": cfg.model, "model_path": model_path, "task": task.name,
         "task_source": task.source, "seed": cfg.train.seed, "label_names": task.label_names,
-        **params, "validation": validation, "test": test,
+        **params, "kept_params": params["trainable_params"], "validation": validation, "test": test,
         "best_step": result.best_step, "steps": result.steps, "epochs": round(result.epochs_run, 3),
         "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
         "eval_seconds": round(result.eval_seconds, 2),
@@ -88,11 +98,8 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     }
     if method.summary:
         metrics.update(method.summary(model))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        model.save_pretrained(out)  # PeftModel -> adapter_config.json + adapter_model.safetensors (incl. head)
-        tokenizer.save_pretrained(out)
-        write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    # PeftModel -> adapter_config.json + adapter_model.safetensors (head included); full -> a checkpoint
+    save_run(acc, out, model, tokenizer, metrics)
     log(f"validation: {headline(validation)}")
     if test:
         log(f"test:       {headline(test)}")

@@ -11,9 +11,10 @@ from transformers import AutoModelForMaskedLM, BertConfig, BertModel, BertTokeni
 from typer.testing import CliRunner
 
 from conftest import FILLER, NEG, POS, needs_data
-from peftbert.adapt import build_adapt_config, head_names, load_mlm, run_adapt, set_trainable
+from peftbert.adapt import head_names, load_mlm, run_adapt, set_trainable
 from peftbert.cli import friendly
 from peftbert.cli_adapt import adapt
+from peftbert.config import build_adapt_config
 from peftbert.data.corpus import load_corpus, task_source
 from peftbert.errors import UserError
 from peftbert.models import load_classifier
@@ -38,9 +39,9 @@ def corpus(tmp_path_factory):
     return path
 
 
-def config(model, sources, out, train=None, **adapt_args):
+def config(model, sources, out, train=None, lora=None, **adapt_args):
     return build_adapt_config(None, {"model": str(model), "corpus": [str(s) for s in sources], "output": str(out),
-                                     "train": {**FAST, **(train or {})},
+                                     "train": {**FAST, **(train or {})}, "lora": lora or {},
                                      "adapt": {"block_size": 32, "head_warmup_steps": 0, **adapt_args}})
 
 
@@ -187,7 +188,7 @@ def test_new_head_is_tied_warmed_up_and_lora_is_merged(corpus, tmp_path):
         "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias"}
 
     out = tmp_path / "out"
-    m = run_adapt(config(src, [corpus], out, {"max_steps": 6}, method="lora", head_warmup_steps=3, lora_r=4,
+    m = run_adapt(config(src, [corpus], out, {"max_steps": 6}, method="lora", head_warmup_steps=3, lora={"r": 4},
                          whole_word_mask=True), log=quiet)
     assert m["head_initialised"] and m["method"] == "lora"
     assert m["heldout_after"]["loss"] < m["heldout_before"]["loss"]

@@ -10,7 +10,7 @@ from transformers import (AutoModelForSequenceClassification, BertConfig, Debert
                           ElectraConfig, RobertaConfig)
 
 from peftbert.methods import Context, get_method
-from peftbert.methods.adapter import BottleneckConfig, BottleneckLayer
+from peftbert.methods.bottleneck import BottleneckConfig, BottleneckLayer
 from peftbert.models import arch_of, count_params, head_modules, load_classifier
 
 H, L, FF, V = 32, 2, 64, 60

@@ -1,13 +1,12 @@
-"""Tokenise task frames into tensors the loop can batch, padding dynamically per batch."""
+"""Tokenise task frames once; transformers' DataCollatorWithPadding pads each batch to its longest row."""
 
 from __future__ import annotations
 
-import torch
 from torch.utils.data import Dataset
 
 
 class EncodedTask(Dataset):
-    """Token ids per example, kept unpadded; `collate` pads each batch to its own longest row."""
+    """Token ids per example, kept unpadded (a collator pads each batch to its own longest row)."""
 
     def __init__(self, frame, tokenizer, max_length: int):
         pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
@@ -23,20 +22,3 @@ class EncodedTask(Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[i]
         return item
-
-
-def make_collate(tokenizer):
-    pad_id = tokenizer.pad_token_id or 0
-
-    def collate(items):
-        width = max(len(it["input_ids"]) for it in items)
-        batch = {}
-        for key in items[0]:
-            if key == "labels":
-                batch[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
-                continue
-            fill = pad_id if key == "input_ids" else 0
-            batch[key] = torch.tensor([it[key] + [fill] * (width - len(it[key])) for it in items], dtype=torch.long)
-        return batch
-
-    return collate

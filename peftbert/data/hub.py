@@ -6,11 +6,10 @@ import pandas as pd
 
 from ..config import DataArgs
 from ..errors import UserError
+from .frames import TaskData, infer_label_names, pick_column, to_frame
 
 
 def load_hub_task(args: DataArgs):
-    from .tasks import TaskData, _frame, _pick, infer_label_names
-
     from ..models import check_hub
 
     check_hub(f"dataset {args.task!r}", "use --train-file with a local copy")
@@ -23,8 +22,8 @@ def load_hub_task(args: DataArgs):
     if "train" not in ds:
         raise UserError(f"hub dataset {args.task!r} has no 'train' split (splits: {', '.join(ds)})")
     train = ds["train"].to_pandas()
-    text = _pick(train, args.text_column, ("text", "sentence", "sentence1"), "text", args.task)
-    label = _pick(train, args.label_column, ("label", "labels"), "label", args.task)
+    text = pick_column(train, args.text_column, ("text", "sentence", "sentence1"), "text", args.task)
+    label = pick_column(train, args.label_column, ("label", "labels"), "label", args.task)
     feat = ds["train"].features.get(label)
     names = list(args.label_names or getattr(feat, "names", None) or infer_label_names(train[label]))
     frames = {}
@@ -33,6 +32,6 @@ def load_hub_task(args: DataArgs):
             df = ds[split].to_pandas()
             if split != "train" and (pd.to_numeric(df[label], errors="coerce") < 0).all():
                 continue  # GLUE-style hidden test labels (-1)
-            frames[split] = _frame(df, text, args.text_pair_column, label, names, f"{args.task}:{split}")
+            frames[split] = to_frame(df, text, args.text_pair_column, label, names, f"{args.task}:{split}")
     return TaskData(args.task, names, frames["train"], frames.get("validation", pd.DataFrame()),
                     frames.get("test"), f"hub:{args.task}")

@@ -7,36 +7,18 @@ Every source ends as a `TaskData`: train/validation/test frames with columns
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ..config import DataArgs
 from ..errors import UserError
+from .frames import TaskData, check_columns, infer_label_names, pick_column, to_frame
 from .readers import read_table
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 DEFAULT_TASK = "twitter-fin-sentiment"  # the finance domain's default task
-
-
-@dataclass
-class TaskData:
-    name: str
-    label_names: list[str]
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    test: pd.DataFrame | None
-    source: str
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def is_pair(self) -> bool:
-        return "text_pair" in self.train.columns
 
 
 @dataclass(frozen=True)
@@ -136,8 +118,8 @@ def _sample_task() -> TaskData:
     train = read_table(SAMPLE_DIR / "finance_sentiment_train.csv")
     test = read_table(SAMPLE_DIR / "finance_sentiment_test.csv")
     names = ["bearish", "bullish", "neutral"]
-    return TaskData("finance-sample", names, _frame(train, "text", None, "label", names, "sample train"),
-                    None, _frame(test, "text", None, "label", names, "sample test"), str(SAMPLE_DIR))
+    return TaskData("finance-sample", names, to_frame(train, "text", None, "label", names, "sample train"),
+                    None, to_frame(test, "text", None, "label", names, "sample test"), str(SAMPLE_DIR))
 
 
 def _named_task(args: DataArgs) -> TaskData:
@@ -160,71 +142,22 @@ def _named_task(args: DataArgs) -> TaskData:
         return read_table(root / fname.format(split=split), glue_tsv=spec.glue, header=spec.header,
                           names=list(spec.columns) if spec.columns else None)
 
-    frames = [_frame(read(f), spec.text, spec.pair, spec.label, list(spec.labels), f) if f else None
+    frames = [to_frame(read(f), spec.text, spec.pair, spec.label, list(spec.labels), f) if f else None
               for f in (spec.train, spec.validation, spec.test)]
     return TaskData(name, list(spec.labels), frames[0], frames[1], frames[2], str(root))
 
 
 def _from_files(args: DataArgs) -> TaskData:
     train = read_table(args.train_file)
-    text = _pick(train, args.text_column, ("text", "sentence", "sentence1", "content"), "text", args.train_file)
-    label = _pick(train, args.label_column, ("label", "labels", "target", "class"), "label", args.train_file)
+    text = pick_column(train, args.text_column, ("text", "sentence", "sentence1", "content"), "text", args.train_file)
+    label = pick_column(train, args.label_column, ("label", "labels", "target", "class"), "label", args.train_file)
     pair = args.text_pair_column
-    _check_columns(train, text, pair, label, args.train_file)
+    check_columns(train, text, pair, label, args.train_file)
     names = list(args.label_names) if args.label_names else infer_label_names(train[label])
-    frames = [_frame(train, text, pair, label, names, args.train_file)]
+    frames = [to_frame(train, text, pair, label, names, args.train_file)]
     for f in (args.validation_file, args.test_file):
-        frames.append(_frame(read_table(f), text, pair, label, names, f) if f else None)
+        frames.append(to_frame(read_table(f), text, pair, label, names, f) if f else None)
     return TaskData(Path(args.train_file).stem, names, *frames, source=str(Path(args.train_file).resolve()))
-
-
-def _pick(df, given, candidates, what, where):
-    if given:
-        return given
-    for c in candidates:
-        if c in df.columns:
-            return c
-    raise UserError(f"no {what} column found in {where} (columns: {', '.join(map(str, df.columns))}); "
-                    f"pass --{what}-column")
-
-
-def infer_label_names(values: pd.Series) -> list[str]:
-    """Label names in id order: integer labels keep their order, strings are sorted."""
-    uniq = pd.unique(values.astype(str).str.strip())
-    if all(u.lstrip("-").isdigit() for u in uniq):
-        return [str(v) for v in sorted(int(u) for u in uniq)]
-    return sorted(uniq)
-
-
-def _frame(df, text, pair, label, names, where) -> pd.DataFrame:
-    """Select and normalise columns; map labels (names or ids) to ids, rejecting unknown ones."""
-    _check_columns(df, text, pair, label, where)
-    out = pd.DataFrame({"text": df[text].astype(str)})
-    if pair is not None:
-        out["text_pair"] = df[pair].astype(str)
-    out["label"] = map_labels(df[label], names, where)
-    return out
-
-
-def _check_columns(df, text, pair, label, where):
-    for col, flag in ((text, "--text-column"), (pair, "--text-pair-column"), (label, "--label-column")):
-        if col is not None and col not in df.columns:
-            raise UserError(f"column {col!r} not found in {where} (columns: {', '.join(map(str, df.columns))}); "
-                            f"pass {flag}")
-
-
-def map_labels(values: pd.Series, names: list[str], where) -> list[int]:
-    lookup = {n: i for i, n in enumerate(names)}
-    numeric = all(n.lstrip("-").isdigit() for n in names)
-    ids = []
-    for row, v in enumerate(values.astype(str).str.strip()):
-        if v in lookup:  # a label name (or an integer label that is also its own name)
-            ids.append(lookup[v])
-        elif not numeric and v.isdigit() and int(v) < len(names):  # an id into the named labels
-            ids.append(int(v))
-        else:
-            raise UserError(f"unknown label {v!r} in {where} (row {row + 1}); known labels: {', '.join(names)}")
-    return ids
 
 
 def stratified_split(df: pd.DataFrame, fraction: float, seed: int):

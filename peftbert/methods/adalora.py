@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
-from . import Method, register
+from ..models import count_params
+from .base import Method, register
 from .lora import resolve_targets
 
 
@@ -52,22 +53,36 @@ class AdaLoraArgs:
         return self.init_r if self.init_r is not None else math.ceil(1.5 * self.target_r)
 
 
+def schedule(cfg: AdaLoraArgs, total_steps: int) -> dict:
+    """Phases as fractions of the run, so the schedule scales with its length; int() keeps tinit < T - tfinal."""
+    return {"total_step": total_steps, "tinit": int(cfg.tinit_frac * total_steps),
+            "tfinal": int(cfg.tfinal_frac * total_steps)}
+
+
+PROVISIONAL_STEPS = 1000  # until the loop's plan arrives in on_train_begin
+
+
 def apply(model, cfg: AdaLoraArgs, ctx):
     from peft import AdaLoraConfig, TaskType, get_peft_model
 
-    steps = ctx.total_steps  # fractions, so the schedule scales with the run; int() keeps tinit < steps - tfinal
     config = AdaLoraConfig(
-        task_type=TaskType.SEQ_CLS, target_r=cfg.target_r, init_r=cfg.init_rank, lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout, target_modules=resolve_targets(cfg.target_modules, ctx.arch),
-        tinit=int(cfg.tinit_frac * steps), tfinal=int(cfg.tfinal_frac * steps), deltaT=cfg.deltaT,
-        beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight, total_step=steps,
-        modules_to_save=list(ctx.head or ctx.arch.head))
+        task_type=ctx.task_type and TaskType(ctx.task_type), target_r=cfg.target_r, init_r=cfg.init_rank,
+        lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=resolve_targets(cfg.target_modules, ctx.arch),
+        deltaT=cfg.deltaT, beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight,
+        modules_to_save=ctx.modules_to_save, **schedule(cfg, ctx.total_steps or PROVISIONAL_STEPS))
     try:
         model = get_peft_model(model, config)
     except ValueError as e:
         raise UserError(f"adalora: {str(e).splitlines()[0][:200]} (set adalora.target_modules)") from None
     _evaluate_saved_ranks(model.base_model)
     return model
+
+
+def on_train_begin(model, plan, cfg: AdaLoraArgs):
+    """The budget schedule runs over the optimizer steps the loop will really take (its StepPlan)."""
+    tuner = model.base_model
+    for key, value in schedule(cfg, plan.total_steps).items():
+        setattr(tuner.peft_config[tuner.trainable_adapter_name], key, value)  # the rank allocator reads this too
 
 
 def on_optimizer_step(model, step: int):
@@ -123,16 +138,22 @@ def rank_summary(model) -> dict:
     # one singular triplet of a matrix costs a row of P, a column of Q and its value: in + out + 1 parameters
     shapes = {n.rsplit(".lora_A", 1)[0]: p.shape for n, p in tuner.model.named_parameters() if ".lora_A." in n}
     per_rank = {m: shapes[m][1] + tuner.model.get_submodule(m).out_features + 1 for m in modules}
-    return {"adalora": {
+    initial_params = sum(cfg.init_r * per_rank[m] for m in modules)
+    final_params = sum(final[m] * per_rank[m] for m in modules)
+    return {"kept_params": count_params(model)["trainable_params"] - initial_params + final_params, "adalora": {
         "init_r": cfg.init_r, "target_r": cfg.target_r, "target_total_rank": cfg.target_r * len(modules),
         "initial_total_rank": cfg.init_r * len(modules), "final_total_rank": sum(final.values()),
         "initial_ranks": {m: cfg.init_r for m in modules}, "final_ranks": final,
         # adapter parameters outside the head: all trained at the start, those of kept triplets at the end
-        "initial_params": sum(cfg.init_r * per_rank[m] for m in modules),
-        "final_params": sum(final[m] * per_rank[m] for m in modules),
+        "initial_params": initial_params, "final_params": final_params,
         "schedule": {"total_step": cfg.total_step, "tinit": cfg.tinit, "tfinal": cfg.tfinal, "deltaT": cfg.deltaT},
     }}
 
 
-register(Method("adalora", AdaLoraArgs, apply, on_optimizer_step=on_optimizer_step, summary=rank_summary,
-                help="LoRA with ranks pruned to a budget during training (peft AdaLoRA)"))
+register(Method(
+    "adalora", AdaLoraArgs, apply, help="LoRA with ranks pruned to a budget during training (peft AdaLoRA)",
+    # sized by its final budget, as in the paper (Table 7): target_r triplets per matrix, counted as a run
+    # whose every matrix holds that many; it trains init_r = ceil(1.5 x target_r) until pruning ends
+    knob="target_r", resize=lambda size: {"target_r": size, "init_r": math.ceil(1.5 * size)},
+    measure=lambda size: {"target_r": 1, "init_r": size},
+    on_train_begin=on_train_begin, on_optimizer_step=on_optimizer_step, summary=rank_summary))

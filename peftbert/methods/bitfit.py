@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from . import Method, register
+from .base import Method, register
 
 
 @dataclass

@@ -15,13 +15,15 @@ the kept count (`adalora.final_params` in metrics.json) can land above the budge
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 
 from ..errors import UserError
+from .base import Context, get_method, sizable
 
-KNOBS = {"lora": "r", "dora": "r", "rslora": "r", "lora-all": "r", "adalora": "target_r",
-         "adapter": "bottleneck", "prefix": "num_virtual_tokens"}
+
+# method -> size knob, as each method module declares it (importing this module ran the package's
+# __init__ first, so the registry is complete)
+KNOBS = sizable()
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
 
 
@@ -42,25 +44,21 @@ def size_for_budget(method: str, budget_params: int, model_config, arch, args=No
     `args` is the run's method config (target modules, placement, ... stay as the user set them);
     default: the method's defaults.
     """
-    from . import get_method
-
     if method not in KNOBS:
         raise UserError(f"a budget sizes {', '.join(KNOBS)}; {method!r} has no size to set")
-    args = args if args is not None else get_method(method).config_cls()
+    m = get_method(method)
+    args = args if args is not None else m.config_cls()
 
     def count(size: int) -> int:
-        over = {"target_r": 1, "init_r": size} if method == "adalora" else {KNOBS[method]: size}
-        return _trainable_no_head(method, dataclasses.replace(args, **over), model_config, arch)
+        return _trainable_no_head(m, dataclasses.replace(args, **m.measured_at(size)), model_config, arch)
 
-    c2, c3 = count(2), count(3)  # 2 and 3: AdaLoRA needs init_r > target_r = 1
+    c2, c3 = count(2), count(3)  # 2 and 3: the smallest sizes every method accepts (AdaLoRA: init_r > target_r)
     slope, fixed = c3 - c2, c2 - 2 * (c3 - c2)
     size = round((budget_params - fixed) / slope)
     if size < 1:
         raise UserError(f"a budget of {budget_params:,} is below the smallest {method} "
                         f"({fixed + slope:,} trainable parameters at {KNOBS[method]}=1, head excluded)")
-    if method == "adalora":
-        return {"target_r": size, "init_r": math.ceil(1.5 * size)}
-    return {KNOBS[method]: size}
+    return m.at_size(size)
 
 
 def apply_budget(cfg, budget: str | int):
@@ -79,15 +77,13 @@ def apply_budget(cfg, budget: str | int):
     return cfg
 
 
-def _trainable_no_head(method: str, args, model_config, arch) -> int:
+def _trainable_no_head(method, args, model_config, arch) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from ..models import count_params
-    from . import Context, get_method
 
     with torch.device("meta"):  # shapes only: no memory, no init cost, any model size
         model = AutoModelForSequenceClassification.from_config(model_config)
-    ctx = Context(arch=arch, total_steps=100, num_labels=model_config.num_labels, head=arch.head)
-    model = get_method(method).apply(model, args, ctx)
+    model = method.apply(model, args, Context(arch=arch, num_labels=model_config.num_labels, head=arch.head))
     return count_params(model, arch.head)["trainable_params_no_head"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import Method, register
+from .base import Method, register
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from . import Method, register
+from .base import Method, register
 
 
 @dataclass
@@ -46,7 +46,7 @@ def apply(model, cfg: IA3Args, ctx):
     target, feedforward = targets(cfg, ctx.arch)
     try:
         config = IA3Config(task_type=TaskType.SEQ_CLS, target_modules=target, feedforward_modules=feedforward,
-                           modules_to_save=list(ctx.head or ctx.arch.head))
+                           modules_to_save=ctx.modules_to_save)
         return get_peft_model(model, config)
     except ValueError as e:  # peft: targets not found, or feedforward not a subset of targets
         raise UserError(f"ia3: {str(e).splitlines()[0][:200]} (set ia3.target_modules)") from None

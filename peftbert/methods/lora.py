@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from . import Method, register
+from .base import Method, register
 
 
 @dataclass
@@ -37,13 +37,13 @@ def resolve_targets(targets, arch) -> list[str]:
 def apply(model, cfg: LoraArgs, ctx):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                        target_modules=resolve_targets(cfg.target_modules, ctx.arch),
-                        modules_to_save=list(ctx.head or ctx.arch.head), use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
+    config = LoraConfig(task_type=ctx.task_type and TaskType(ctx.task_type), r=cfg.r, lora_alpha=cfg.alpha,
+                        lora_dropout=cfg.dropout, target_modules=resolve_targets(cfg.target_modules, ctx.arch),
+                        modules_to_save=ctx.modules_to_save, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
     try:
         return get_peft_model(model, config)
     except ValueError as e:  # peft: "Target modules {...} not found in the base model"
         raise UserError(f"lora: {str(e).splitlines()[0][:200]} (set lora.target_modules)") from None
 
 
-register(Method("lora", LoraArgs, apply, help="low-rank updates (peft LoRA)"))
+register(Method("lora", LoraArgs, apply, help="low-rank updates (peft LoRA)", knob="r"))

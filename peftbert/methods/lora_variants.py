@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import Method, register
+from .base import Method, register
 from .lora import LoraArgs, apply
 
 
@@ -15,6 +15,7 @@ class DoraArgs(LoraArgs):
 
 @dataclass
 class RsLoraArgs(LoraArgs):
+    r: int = field(default=16, metadata={"help": "rank of the update (rsLoRA's scaling keeps higher ranks learning)"})
     use_rslora: bool = field(default=True, metadata={
         "help": "rank-stabilised scaling alpha/sqrt(r) (Kalajdzievski 2023)"})
 
@@ -25,6 +26,6 @@ class LoraAllArgs(LoraArgs):
         "help": "all-linear (every encoder linear layer), qv, or a list of module names"})
 
 
-register(Method("dora", DoraArgs, apply, help="LoRA + learned magnitude per output (peft DoRA)"))
-register(Method("rslora", RsLoraArgs, apply, help="LoRA with alpha/sqrt(r) scaling, for higher ranks"))
-register(Method("lora-all", LoraAllArgs, apply, help="LoRA on every linear layer of the encoder"))
+register(Method("dora", DoraArgs, apply, knob="r", help="LoRA + learned magnitude per output (peft DoRA)"))
+register(Method("rslora", RsLoraArgs, apply, knob="r", help="LoRA with alpha/sqrt(r) scaling, for higher ranks"))
+register(Method("lora-all", LoraAllArgs, apply, knob="r", help="LoRA on every linear layer of the encoder"))

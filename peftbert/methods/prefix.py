@@ -12,7 +12,7 @@ import inspect
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from . import Method, register
+from .base import Method, register
 
 
 @dataclass
@@ -39,8 +39,9 @@ def apply(model, cfg: PrefixArgs, ctx):
                         f"{model.config.model_type} does not: use lora, adapter or ia3")
     config = PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=cfg.num_virtual_tokens,
                                 prefix_projection=cfg.prefix_projection, encoder_hidden_size=cfg.encoder_hidden_size,
-                                modules_to_save=list(ctx.head or ctx.arch.head))
+                                modules_to_save=ctx.modules_to_save)
     return get_peft_model(model, config)
 
 
-register(Method("prefix", PrefixArgs, apply, help="trained key/value prefixes in every layer (peft prefix tuning)"))
+register(Method("prefix", PrefixArgs, apply, help="trained key/value prefixes in every layer (peft prefix tuning)",
+                knob="num_virtual_tokens"))
