@@ -72,7 +72,7 @@ def plan(models: list[str], methods: list[str], seeds: list[int], *, recipe: str
     `values` are the tune settings given as flags, `overrides` the --set items: the same for every cell.
     """
     from .models import resolve_model
-    from .tune import tune_config
+    from .tuning import tune_config
 
     sets = parse_set(overrides)
     check_overrides(sets)
@@ -130,7 +130,7 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
     from accelerate import PartialState
 
     from .bench_report import write_reports
-    from .tune import run_tune
+    from .tuning import run_tune
 
     state = PartialState()  # under `accelerate launch` every process runs each cell; one writes the tables
     results = []

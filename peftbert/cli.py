@@ -53,7 +53,7 @@ def tune(
 ):
     """Fine-tune a model on a labelled classification task."""
     from .config import deep_merge, parse_set
-    from .tune import run_tune, tune_config
+    from .tuning import run_tune, tune_config
 
     cfg = tune_config(recipe, deep_merge(values, parse_set(set_)), budget)
     run_tune(cfg, overwrite=overwrite, resume=resume, cpu=cpu)
@@ -72,13 +72,28 @@ def predict(
     text_pair_column: Optional[str] = typer.Option(None, help="second text column of --file, for pair tasks"),
     label_column: Optional[str] = typer.Option(None, help="label column of --file (default: label, if present)"),
     output: Optional[str] = typer.Option(None, help="write predictions here (.jsonl or .csv) instead of stdout"),
-    batch_size: int = typer.Option(64, help="examples per forward pass"),
+    batch_size: int = typer.Option(64, help="examples per forward pass (batched by length)"),
+    int8: bool = typer.Option(False, help="int8 linear layers (faster on CPU); a labelled file reports the change"),
 ):
     """Classify texts with a tuned run; prints label and probabilities."""
     from .predict import run_predict
 
     run_predict(run_dir, texts=text, file=file, text_column=text_column, text_pair_column=text_pair_column,
-                label_column=label_column, output=output, batch_size=batch_size)
+                label_column=label_column, output=output, batch_size=batch_size, int8=int8)
+
+
+@app.command()
+@friendly
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished `peftbert tune` run directory"),
+    output: str = typer.Option(..., help="directory for the exported checkpoint"),
+    fmt: str = typer.Option("hf", "--format", help="hf: a plain transformers checkpoint (LoRA-family merged)"),
+    overwrite: bool = typer.Option(False, help="replace an earlier export in --output"),
+):
+    """Export a run as a plain Hugging Face checkpoint that transformers.pipeline loads without peftbert."""
+    from .export import run_export
+
+    run_export(run_dir, output, fmt, overwrite)
 
 
 app.command("adapt")(friendly(adapt))

@@ -50,13 +50,15 @@ class TrainArgs:
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
     scheduler: str = field(default="linear", metadata={"help": "decay after warm-up: linear|cosine|constant"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
-    precision: str = field(default="auto", metadata={"help": "auto|no|bf16|fp16; auto = bf16 where supported"})
+    precision: str = field(default="auto", metadata={"help": "auto|no|bf16|fp16; auto = bf16 where it measures faster"})
     seed: int = field(default=42, metadata={"help": "seed for init, shuffling and dropout"})
     eval_every: int | None = field(default=None, metadata={"help": "evaluate every N steps (default: each epoch)"})
     metric: str = field(default="macro_f1", metadata={"help": "validation metric that picks the best checkpoint"})
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
     save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
     log_every: int = field(default=20, metadata={"help": "log training loss every N steps"})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "batch texts of similar length (shuffled mega-batches, seeded per epoch): less padding"})
 
     def __post_init__(self):
         check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every")

@@ -114,7 +114,7 @@ def test_trains_saves_and_reloads_identically(base, tmp_path):
         trained = peft_model(**inputs()).logits
     peft_model.save_pretrained(tmp_path / "run")
     config = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
-    assert config["peft_type"] == "BOTTLENECK" and config["bottleneck"] == 4
+    assert config["peft_type"] == "PEFTBERT_BOTTLENECK" and config["bottleneck"] == 4
     saved = load_file(tmp_path / "run" / "adapter_model.safetensors")
     assert any("bottleneck_down" in k for k in saved) and any("classifier" in k for k in saved)
     assert sum(v.numel() for v in saved.values()) == count_params(peft_model)["trainable_params"]  # nothing else
@@ -141,3 +141,41 @@ def test_plain_peft_api_and_no_merging(base):
         peft_model.merge_and_unload()
     with torch.no_grad():
         assert torch.equal(peft_model.unload().eval()(**inputs()).logits, before)
+
+
+PLAIN_PEFT_LOAD = """
+import sys
+from peft import PeftConfig
+try:
+    PeftConfig.from_pretrained(sys.argv[1])
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+CLASH = """
+import peft.mapping
+from peft.utils import PeftType
+import peftbert.methods.bottleneck as b  # registers, then: pretend peft's own method took the name
+peft.mapping.PEFT_TYPE_TO_TUNER_MAPPING[b.BOTTLENECK] = type("TheirModel", (), {})
+import importlib
+try:
+    importlib.reload(b)
+except ImportError as e:
+    print(e)
+"""
+
+
+def test_plain_peft_names_peftbert_and_a_name_clash_is_an_error(base, tmp_path):
+    import subprocess
+    import sys
+
+    kind, path = base
+    if kind != "bert":
+        pytest.skip("one layout is enough")
+    adapt(load(path), bottleneck=4).save_pretrained(tmp_path / "run")
+    r = subprocess.run([sys.executable, "-c", PLAIN_PEFT_LOAD, str(tmp_path / "run")], capture_output=True,
+                       text=True, timeout=120)
+    assert "PEFTBERT_BOTTLENECK" in r.stdout, r.stdout + r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-c", CLASH], capture_output=True, text=True, timeout=120)
+    assert "already has a method named 'peftbert_bottleneck'" in r.stdout and "would clash" in r.stdout, \
+        r.stdout + r.stderr[-2000:]

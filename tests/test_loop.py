@@ -7,7 +7,7 @@ import torch
 
 from helpers import make_config
 from peftbert import train as train_mod
-from peftbert.tune import run_tune
+from peftbert.tuning import run_tune
 from peftbert.predict import load_run
 
 
@@ -32,12 +32,12 @@ def test_resume_continues_exactly(tiny_bert, toy_files, tmp_path, monkeypatch):
         kw["hooks"] = train_mod.Hooks(on_optimizer_step=crash_at_15)
         return real_train(*a, **kw)
 
-    monkeypatch.setattr("peftbert.tune.train", train_with_crash)
+    monkeypatch.setattr("peftbert.tuning.train", train_with_crash)
     cfg = make_config(tiny_bert, toy_files, "full", tmp_path / "resumed", sets)
     with pytest.raises(KeyboardInterrupt):
         run_tune(cfg, log=lambda *a: None)
     assert not (tmp_path / "resumed" / "metrics.json").exists()
-    monkeypatch.setattr("peftbert.tune.train", real_train)
+    monkeypatch.setattr("peftbert.tuning.train", real_train)
     run_tune(cfg, resume="latest", log=lambda *a: None)
 
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")

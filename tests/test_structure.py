@@ -121,7 +121,7 @@ def test_every_config_field_is_a_flag_in_the_help(command):
 
 def test_flags_reach_the_config(tiny_bert, toy_files, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("peftbert.tune.run_tune", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr("peftbert.tuning.run_tune", lambda cfg, **kw: seen.setdefault("cfg", cfg))
     r = runner.invoke(app, tune_args(tiny_bert, toy_files, tmp_path / "run", "--warmup-ratio", "0.2", "--lora.r",
                                      "4", "--lora.target_modules", "[query, key]", "--no-lora.use_rslora"))
     assert r.exit_code == 0, r.output
@@ -152,7 +152,7 @@ def test_misspelt_metric_fails_before_anything_is_written(tiny_bert, toy_files, 
 
 def test_checkpoints_rotate_through_accelerate(tiny_bert, toy_files, tmp_path):
     from helpers import make_config
-    from peftbert.tune import run_tune
+    from peftbert.tuning import run_tune
 
     cfg = make_config(tiny_bert, toy_files, "lora", tmp_path / "run", ["train.epochs=2", "train.save_every=2"])
     run_tune(cfg, log=lambda *a: None)

@@ -8,7 +8,11 @@ Each adapter is y + up(act(down(y))) on the output y of an output projection, i.
 residual add + LayerNorm.
 
 peft registers a method only if its name is a member of the closed `PeftType` enum, so the one
-non-public step here is adding that member (`_peft_type`); everything else is peft's tuner API.
+non-public step here is adding that member (`_peft_type`). It is checked right after (`_check_registration`):
+if a peft or Python release changes what that relies on, or peft ships a method of the same name, importing
+this module fails with a message saying so, never silently. The type is named PEFTBERT_BOTTLENECK, so plain
+peft, asked to load such a run without peftbert, fails naming it (KeyError: 'PEFTBERT_BOTTLENECK').
+Tested with peft >= 0.21, < 0.22 (pyproject.toml pins that range).
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import peft
 from peft import PeftConfig
-from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import PeftType, register_peft_method
 from torch import nn
 from transformers.activations import ACT2FN
 
-PEFT_NAME = "bottleneck"  # the peft_type in adapter_config.json is "BOTTLENECK"
+PEFT_NAME = "peftbert_bottleneck"  # peft_type "PEFTBERT_BOTTLENECK" in adapter_config.json
+PREFIX = "bottleneck_"  # parameter names: ...bottleneck_down / bottleneck_up
+TESTED_PEFT = ">=0.21,<0.22"
 
 
 def _peft_type(name: str) -> PeftType:
@@ -40,7 +47,16 @@ def _peft_type(name: str) -> PeftType:
     return PeftType[name]
 
 
+def _check_registration(member: PeftType, name: str) -> None:
+    """peft looks the type up by name, by value and by membership; all three must find the new member."""
+    found = (PeftType[name] is member, PeftType(name) is member, name in list(PeftType), member == name)
+    if not all(found):
+        raise ImportError(f"peftbert's bottleneck adapter could not register with peft {peft.__version__} "
+                          f"(tested: peft{TESTED_PEFT}); install a tested peft, e.g. pip install 'peft{TESTED_PEFT}'")
+
+
 BOTTLENECK = _peft_type(PEFT_NAME.upper())
+_check_registration(BOTTLENECK, PEFT_NAME.upper())
 
 
 @dataclass
@@ -108,7 +124,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
 
 
 class BottleneckModel(BaseTuner):
-    prefix: str = f"{PEFT_NAME}_"
+    prefix: str = PREFIX
     tuner_layer_cls = BottleneckLayer
     target_module_mapping: dict = {}  # no per-architecture defaults: callers name the output projections
 
@@ -132,5 +148,17 @@ class BottleneckModel(BaseTuner):
         raise ValueError("bottleneck adapters are nonlinear: they cannot be merged into the base weights")
 
 
-if BOTTLENECK not in PEFT_TYPE_TO_TUNER_MAPPING:  # a module reload must not register twice
-    register_peft_method(name=PEFT_NAME, config_cls=BottleneckConfig, model_cls=BottleneckModel)
+def _register() -> None:
+    known = PEFT_TYPE_TO_TUNER_MAPPING.get(BOTTLENECK)
+    if known is None:
+        register_peft_method(name=PEFT_NAME, config_cls=BottleneckConfig, model_cls=BottleneckModel, prefix=PREFIX)
+    elif (known.__module__, known.__qualname__) == (__name__, "BottleneckModel"):  # this module, reloaded
+        PEFT_TYPE_TO_CONFIG_MAPPING[BOTTLENECK] = BottleneckConfig
+        PEFT_TYPE_TO_TUNER_MAPPING[BOTTLENECK] = BottleneckModel
+    else:
+        raise ImportError(f"peft {peft.__version__} already has a method named {PEFT_NAME!r} "
+                          f"({known.__module__}.{known.__qualname__}); peftbert's bottleneck adapter would clash with "
+                          f"it: install a tested peft, e.g. pip install 'peft{TESTED_PEFT}'")
+
+
+_register()

@@ -239,7 +239,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     from .data.mlm import MLMCollator
     from .models import count_params, load_tokenizer, resolve_model
     from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
-    from .train import make_accelerator, train
+    from .train import make_accelerator, precision_note, train
 
     a, t = cfg.adapt, cfg.train
     # Everything a user can get wrong is checked before anything is written.
@@ -284,7 +284,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         model = apply_lora(model, cfg)  # LoRA layers go into the model in place; `net` runs them
     params = count_params(model)
     log(f"method {a.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
-        f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
+        f"({params['trainable_percent']:.3f}%), precision {precision_note(acc, t.precision)}")
     evaluate = make_evaluator(acc, heldout, t.eval_batch_size)
     results.append(train(net, train_blocks, collate.batch, t, accelerator=acc, evaluate=evaluate, out_dir=out,
                          resume=resume, greater_is_better=MLM_METRICS[t.metric], describe=f"adapt-{a.method}"))
@@ -315,7 +315,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "stopped_early": res.stopped_early, "tokens_seen": tokens, "train_seconds": round(seconds, 2),
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),  # training only: the loop times evals apart
         "eval_seconds": round(sum(r.eval_seconds for r in results), 2), **params,
-        "precision": acc.mixed_precision, "num_processes": acc.num_processes, "device": str(acc.device),
+        "precision": acc.mixed_precision, "precision_choice": precision_note(acc, t.precision),
+        "num_processes": acc.num_processes, "device": str(acc.device),
         **peak_memory(), "versions": versions(), "carried_over": sorted(pooler),
     }
     save_run(acc, out, model, tokenizer, metrics, extra=lambda out: add_weights(out, pooler))

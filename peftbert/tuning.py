@@ -16,7 +16,7 @@ from .methods import Context, get_method, method_configs
 from .metrics import classification_metrics, headline
 from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
 from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
-from .train import Hooks, find_checkpoint, make_accelerator, train
+from .train import Hooks, find_checkpoint, make_accelerator, precision_note, train
 
 
 def tune_config(recipe: str | None = None, values: dict | None = None, budget: str | None = None) -> RunConfig:
@@ -61,12 +61,12 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     model = method.apply(model, cfg.method_args, Context(arch, num_labels=len(task.label_names), head=head))
     params = count_params(model, head)
     log(f"method {cfg.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
-        f"({params['trainable_percent']:.3f}%), precision {acc.mixed_precision}")
+        f"({params['trainable_percent']:.3f}%), precision {precision_note(acc, cfg.train.precision)}")
 
     collate = DataCollatorWithPadding(tokenizer)
 
     def eval_loader(frame):
-        return acc.prepare(DataLoader(EncodedTask(frame, tokenizer, cfg.data.max_length),
+        return acc.prepare(DataLoader(EncodedTask(frame, tokenizer, cfg.data.max_length, by_length=True),
                                       batch_size=cfg.train.eval_batch_size, collate_fn=collate))
 
     def evaluate(m, loader=eval_loader(task.validation)):
@@ -93,7 +93,8 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
         "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
         "eval_seconds": round(result.eval_seconds, 2),
         "train_samples_per_second": round(result.samples_seen / max(result.train_seconds, 1e-9), 2),
-        "precision": acc.mixed_precision, "num_processes": acc.num_processes, "device": str(acc.device),
+        "precision": acc.mixed_precision, "precision_choice": precision_note(acc, cfg.train.precision),
+        "num_processes": acc.num_processes, "device": str(acc.device),
         **peak_memory(), "versions": versions(),
     }
     if method.summary:

@@ -1,0 +1,272 @@
+"""peftbert against the script a practitioner would write, side by side, on one machine, in one run.
+
+    PEFTBERT_DATA_DIR=../shared/data python benchmarks/speed.py            # -> benchmarks/speed/<name>.md, .json
+
+Rows (each command timed as a whole process; throughput as each tool measures its own training loop):
+- tune full / lora: `peftbert tune` vs reference/trainer_tune.py (transformers.Trainer + peft, random batches,
+  DataCollatorWithPadding), same model, rows, epochs, batch, learning rate, warm-up, max length, precision;
+- adapt: `peftbert adapt` (packed blocks, head on masked positions only) vs reference/trainer_mlm.py
+  (run_mlm.py --line_by_line: a padded line per example, head on every position), real tokens per second;
+- predict: `peftbert predict` on the tuned LoRA run vs reference/pipeline_predict.py
+  (transformers.pipeline on the same run merged into a plain checkpoint), fp32, whole process and steady state,
+  labels compared row by row; then `peftbert predict --int8`.
+Useful-FLOP utilisation = useful FLOP/s / measured matmul peak at the precision used, where useful FLOPs count
+real tokens only (no padding) with F = 2 N_linear + 4 L d T per token forward (N_linear: encoder weight
+matrices, T: mean real length; attention scores and their product with values), 3F per token for full
+training (forward, input and weight gradients), 2F when the encoder weights are frozen (LoRA: no weight
+gradients), and for masked-LM training 3F plus the MLM head (d^2 + d V) x 6 on the 15% predicted tokens only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+HERE = Path(__file__).resolve().parent
+REF = HERE / "reference"
+PEFTBERT = [sys.executable, "-m", "peftbert.cli"]
+
+
+def run(cmd: list[str], env=None) -> tuple[float, str, str]:
+    """(wall seconds, stdout, stderr) of a whole process; stops the benchmark if it fails."""
+    t = time.perf_counter()
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}")
+    return wall, r.stdout, r.stderr
+
+
+def last_json(text: str) -> dict:
+    return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
+
+
+def matmul_tflops(dtype, n: int = 2048, reps: int = 10) -> float:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def host() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = re.search(r"model name\s*:\s*(.*)", cpuinfo).group(1)
+        info["amx"] = "amx_bf16" in cpuinfo
+    except (OSError, AttributeError):
+        pass
+    return info
+
+
+def flops_per_token(config, mean_len: float) -> float:
+    """Forward FLOPs per real token of the encoder (see the module docstring)."""
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return 2 * layers * (4 * d * d + 2 * d * ff) + 4 * layers * d * mean_len
+
+
+def make_data(data_dir: Path, tmp: Path, rows: int, corpus_docs: int, texts: int) -> dict:
+    twitter = data_dir / "finance-tasks" / "twitter-financial-news-sentiment"
+    full = pd.read_csv(twitter / "train.csv")
+    picked = full.sample(n=rows + rows // 10, random_state=0)
+    picked.iloc[:rows].to_csv(tmp / "train.csv", index=False)
+    picked.iloc[rows:].to_csv(tmp / "validation.csv", index=False)
+    import gzip
+    lines = []
+    for f in sorted((data_dir / "finance-corpus").glob("*.txt.gz")):  # the first documents of every source
+        docs, current = 0, []
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                current.append(line.rstrip("\n"))
+                if not line.strip():
+                    docs += 1
+                    if docs >= corpus_docs:
+                        break
+        lines += current + [""]
+    (tmp / "corpus.txt").write_text("\n".join(lines) + "\n")
+    if texts:  # a smaller prediction set (smoke runs of this script)
+        full.iloc[:texts].to_csv(tmp / "texts.csv", index=False)
+    return {"train": tmp / "train.csv", "validation": tmp / "validation.csv", "test": twitter / "valid.csv",
+            "texts": tmp / "texts.csv" if texts else twitter / "train.csv", "corpus": tmp / "corpus.txt"}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=os.environ.get("PEFTBERT_DATA_DIR", str(HERE.parent.parent / "shared/data")))
+    p.add_argument("--rows", type=int, default=3000, help="training rows of twitter finance sentiment")
+    p.add_argument("--epochs", type=float, default=3, help="training epochs (both tools)")
+    p.add_argument("--adapt-steps", type=int, default=60, help="optimizer steps of each masked-LM run")
+    p.add_argument("--corpus-docs", type=int, default=40, help="documents taken from each finance-corpus file")
+    p.add_argument("--predict-texts", type=int, default=0, help="predict only the first N texts (0: all 9.5k)")
+    p.add_argument("--name", default="gpu" if torch.cuda.is_available() else "cpu", help="results file name")
+    p.add_argument("--out", default=str(HERE / "speed"), help="directory for <name>.md and <name>.json")
+    args = p.parse_args()
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from peftbert.config import build_config
+    from peftbert.hardware import auto_precision
+    from peftbert.methods import method_configs
+    from peftbert.models import resolve_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="peftbert-speed-"))
+    data = make_data(Path(args.data_dir), tmp, args.rows, args.corpus_docs, args.predict_texts)
+    model = resolve_model("minilm")
+    config, tokenizer = AutoConfig.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    cpu = not torch.cuda.is_available()
+    precision, why = auto_precision(cpu)
+    bf16 = ["--bf16"] if precision == "bf16" else []
+    peak = {"fp32": matmul_tflops(torch.float32), "bf16": matmul_tflops(torch.bfloat16)}
+    peak_used = peak["bf16" if precision == "bf16" else "fp32"]
+    train_lengths = [len(x) for x in tokenizer(pd.read_csv(data["train"])["text"].astype(str).tolist(),
+                                               truncation=True, max_length=128)["input_ids"]]
+    mean_len = sum(train_lengths) / len(train_lengths)
+    report = {"host": host(), "precision": precision, "precision_why": why, "peak_tflops": peak,
+              "rows": args.rows, "epochs": args.epochs, "mean_tokens": mean_len, "train": {}, "cmd": sys.argv}
+
+    for method in ("full", "lora"):
+        lr = build_config(None, {"method": method}, method_configs()).train.lr  # the method's preset
+        common = ["--epochs", args.epochs, "--lr", lr, "--batch-size", 32, "--max-length", 128, "--seed", 42]
+        wall, _, _ = run(PEFTBERT + ["tune", "--method", method, "--train-file", data["train"],
+                                     "--validation-file", data["validation"], "--test-file", data["test"],
+                                     "--output", tmp / f"ours-{method}", *common])
+        m = json.loads((tmp / f"ours-{method}" / "metrics.json").read_text())
+        ours = {"wall": wall, "samples_per_second": m["train_samples_per_second"], "train_seconds": m["train_seconds"],
+                "accuracy": m["test"]["accuracy"], "macro_f1": m["test"]["macro_f1"]}
+        wall, out, _ = run([sys.executable, REF / "trainer_tune.py", "--model", model, "--method", method, "--train",
+                            data["train"], "--test", data["test"], "--output", tmp / f"ref-{method}", *common, *bf16])
+        r = last_json(out)
+        ref = {"wall": wall, "samples_per_second": r["train_samples_per_second"], "train_seconds": r["train_seconds"],
+               "accuracy": r["test_accuracy"], "macro_f1": r["test_macro_f1"]}
+        per_token = flops_per_token(config, mean_len) * (3 if method == "full" else 2)
+        tokens = sum(train_lengths) * args.epochs
+        for row in (ours, ref):
+            row["useful_tflops"] = per_token * tokens / row["train_seconds"] / 1e12
+            row["utilisation"] = row["useful_tflops"] / peak_used
+        report["train"][method] = {"peftbert": ours, "reference": ref, "lr": lr}
+
+    # adapt: masked-LM on the same corpus slice, real tokens per second
+    wall, _, _ = run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", args.adapt_steps,
+                                 "--batch-size", 32, "--block-size", 128, "--head-warmup-steps", 0,
+                                 "--eval-every", 10 ** 6, "--max-heldout-tokens", 5000, "--output", tmp / "ours-adapt"])
+    a = json.loads((tmp / "ours-adapt" / "metrics.json").read_text())
+    _, out, _ = run([sys.executable, REF / "trainer_mlm.py", "--model", model, "--corpus", data["corpus"],
+                     "--max-steps", args.adapt_steps, "--batch-size", 32, "--max-length", 128, "--output",
+                     tmp / "ref-adapt", *bf16])
+    r = last_json(out)
+    head = 6 * (config.hidden_size ** 2 + config.hidden_size * config.vocab_size) * 0.15  # on predicted tokens
+    mlm_flops = 3 * flops_per_token(config, 128) + head
+    report["adapt"] = {"peftbert": {"tokens_per_second": a["tokens_per_second"]},
+                       "reference": {"tokens_per_second": r["tokens_per_second"]}}
+    for row in report["adapt"].values():
+        row["utilisation"] = mlm_flops * row["tokens_per_second"] / 1e12 / peak_used
+
+    # predict: the tuned LoRA run, fp32, on the 9.5k training texts
+    from peftbert.predict import load_run
+    merged, tok, _ = load_run(tmp / "ours-lora", merge=True)
+    merged.save_pretrained(tmp / "merged")
+    tok.save_pretrained(tmp / "merged")
+    rows = {}
+    wall, _, err = run(PEFTBERT + ["predict", tmp / "ours-lora", "--file", data["texts"], "--output",
+                                   tmp / "ours.jsonl"])
+    steady = float(re.search(r"\(([\d,]+) texts/s", err).group(1).replace(",", ""))
+    n = len(pd.read_csv(data["texts"]))
+    rows["peftbert predict"] = {"wall": wall, "texts_per_second": n / wall, "steady_texts_per_second": steady}
+    ours_labels = [json.loads(x)["label"] for x in (tmp / "ours.jsonl").read_text().splitlines()]
+    for label, extra in (("pipeline (default batch size)", []), ("pipeline --batch-size 64", ["--batch-size", 64])):
+        wall, out, _ = run([sys.executable, REF / "pipeline_predict.py", "--model", tmp / "merged", "--file",
+                            data["texts"], "--output", tmp / "ref.jsonl", *extra])
+        r = last_json(out)
+        ref_labels = [json.loads(x)["label"] for x in (tmp / "ref.jsonl").read_text().splitlines()]
+        rows[label] = {"wall": wall, "texts_per_second": n / wall, "steady_texts_per_second": r["texts_per_second"],
+                       "labels_differing": sum(a != b for a, b in zip(ours_labels, ref_labels))}
+    wall, _, err = run(PEFTBERT + ["predict", tmp / "ours-lora", "--file", data["texts"], "--int8", "--output",
+                                   tmp / "int8.jsonl"])
+    change = re.search(r"int8 vs fp32: accuracy ([\d.]+) vs ([\d.]+) \(([-+\d.]+) points\), same label on ([\d.]+)%",
+                       err)
+    rows["peftbert predict --int8"] = {
+        "steady_texts_per_second": float(re.search(r"\(([\d,]+) texts/s", err).group(1).replace(",", "")),
+        "accuracy": float(change.group(1)), "fp32_accuracy": float(change.group(2)),
+        "change_points": float(change.group(3)), "agreement_percent": float(change.group(4))}
+    report["predict"] = {"texts": n, "rows": rows}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{args.name}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(r: dict) -> str:
+    h = r["host"]
+    lines = [f"# Speed: peftbert vs the plain scripts ({r['host'].get('gpu') or h.get('cpu', 'CPU')})", "",
+             "Generated by `PEFTBERT_DATA_DIR=../shared/data python benchmarks/speed.py` (one run, one machine: "
+             f"{h['cores']} cores, AMX {'yes' if h.get('amx') else 'no'}, torch {h['torch']}). "
+             f"Precision both sides: {r['precision']} (peftbert's auto: {r['precision_why']}). "
+             f"Measured matmul peak: fp32 {r['peak_tflops']['fp32']:.2f}, bf16 {r['peak_tflops']['bf16']:.2f} TFLOP/s.",
+             "", f"## Training: {r['rows']:,} twitter finance rows (mean {r['mean_tokens']:.1f} tokens), "
+             f"{r['epochs']:g} epochs, batch 32, max length 128, test = valid.csv", "",
+             "| method | tool | samples/s | ratio | whole process s | ratio | test accuracy | macro-F1 "
+             "| useful TFLOP/s | utilisation |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, t in r["train"].items():
+        o, ref = t["peftbert"], t["reference"]
+        for name, row in (("peftbert tune", o), ("Trainer + peft", ref)):
+            mine = row is o
+            lines.append(f"| {method} (lr {t['lr']:g}) | {name} | {row['samples_per_second']:.1f} | "
+                         f"{o['samples_per_second'] / ref['samples_per_second'] if mine else 1:.2f}x | "
+                         f"{row['wall']:.1f} | {ref['wall'] / o['wall'] if mine else 1:.2f}x | {row['accuracy']:.4f} | "
+                         f"{row['macro_f1']:.4f} | {row['useful_tflops']:.3f} | {100 * row['utilisation']:.1f}% |")
+        lines.append(f"| {method} | accuracy difference | | | | | {100 * (o['accuracy'] - ref['accuracy']):+.2f} points"
+                     f" | {100 * (o['macro_f1'] - ref['macro_f1']):+.2f} points | | |")
+    a = r["adapt"]
+    lines += ["", "## Masked-LM training (adapt): the same finance-corpus slice, batch 32, 128 tokens", "",
+              "| tool | real tokens/s | ratio | utilisation |", "|---|---|---|---|",
+              f"| peftbert adapt (packed blocks) | {a['peftbert']['tokens_per_second']:,.0f} | "
+              f"{a['peftbert']['tokens_per_second'] / a['reference']['tokens_per_second']:.2f}x | "
+              f"{100 * a['peftbert']['utilisation']:.1f}% |",
+              f"| run_mlm line by line (Trainer) | {a['reference']['tokens_per_second']:,.0f} | 1.00x | "
+              f"{100 * a['reference']['utilisation']:.1f}% |"]
+    pr = r["predict"]["rows"]
+    base = pr["pipeline (default batch size)"]
+    lines += ["", f"## Prediction: {r['predict']['texts']:,} texts, the tuned LoRA run, fp32", "",
+              "| tool | whole process texts/s | ratio | steady texts/s | ratio | labels differing from peftbert |",
+              "|---|---|---|---|---|---|"]
+    for name, row in pr.items():
+        if "wall" not in row:
+            continue
+        lines.append(f"| {name} | {row['texts_per_second']:.0f} | "
+                     f"{row['texts_per_second'] / base['texts_per_second']:.2f}x | {row['steady_texts_per_second']:.0f} | "
+                     f"{row['steady_texts_per_second'] / base['steady_texts_per_second']:.2f}x | "
+                     f"{row.get('labels_differing', 0)} |")
+    q = pr["peftbert predict --int8"]
+    lines += ["", f"`peftbert predict --int8`: {q['steady_texts_per_second']:.0f} texts/s steady "
+              f"({q['steady_texts_per_second'] / pr['peftbert predict']['steady_texts_per_second']:.2f}x fp32); "
+              f"accuracy on these labelled texts {q['accuracy']:.4f} vs fp32 {q['fp32_accuracy']:.4f} "
+              f"({q['change_points']:+.2f} points), same label on {q['agreement_percent']:.2f}% of texts.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
