@@ -4,8 +4,7 @@ Python API (the same configs and runs as the CLI): `peftbert.tune(...)`, `peftbe
 `peftbert.load(run_dir).classify(texts)`; see peftbert/api.py (it imports torch only when called).
 """
 
-__version__ = "0.1.0"
+from .api import Classifier, adapt, load, tune
+from .version import __version__
 
-from .api import Classifier, adapt, load, tune  # noqa: E402
-
-__all__ = ["Classifier", "adapt", "load", "tune"]
+__all__ = ["Classifier", "adapt", "load", "tune", "__version__"]

@@ -102,6 +102,19 @@ def apply_lora(model, cfg: AdaptConfig):
     return model
 
 
+def check_lora_targets(model, cfg: AdaptConfig) -> None:
+    """Every LoRA target names a module of the model (as peft matches them: the name or a dotted suffix)."""
+    from .methods.lora import resolve_targets
+    from .models import arch_of
+
+    names = [n for n, _ in model.named_modules()]
+    targets = resolve_targets(cfg.lora.target_modules, arch_of(model.config))
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise UserError(f"lora.target_modules {', '.join(missing)}: no such module in this "
+                        f"{model.config.model_type} model; use qv, all-linear or module names (--lora.target_modules)")
+
+
 def carried_pooler(model, source: str) -> dict:
     """The source checkpoint's pooler, which a masked-LM model does not hold.
 
@@ -239,7 +252,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     from .data.mlm import MLMCollator
     from .models import count_params, load_tokenizer, resolve_model
     from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
-    from .train import make_accelerator, precision_note, train
+    from .train import checkpoint_precision, find_checkpoint, make_accelerator, precision_note, train
 
     a, t = cfg.adapt, cfg.train
     # Everything a user can get wrong is checked before anything is written.
@@ -251,11 +264,16 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
     if a.block_size > limit:
         raise UserError(f"adapt.block_size {a.block_size} exceeds the model's {limit} positions")
+    if a.method == "lora":
+        check_lora_targets(model, cfg)
     train_blocks, heldout_blocks = load_blocks(cfg, sources, tokenizer)
     out = Path(cfg.output) if cfg.output else default_output(cfg)
     prepare_output(out, overwrite, resume)
+    if resume:
+        resume = str(find_checkpoint(resume, out))  # fail now, not after the corpus is tokenised
+    precision = checkpoint_precision(resume)  # a resumed run keeps the precision it started with
 
-    acc = make_accelerator(t, out, cpu=cpu)
+    acc = make_accelerator(t, out, cpu=cpu, precision=precision)
     log = main_process_log(acc, log)
     for s in sources:
         st = s.stats()
@@ -279,7 +297,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         log("resuming: the head warm-up is already in the checkpoint, skipped")
     elif a.head_warmup_steps:
         results.append(warm_up_head(net, model, train_blocks, collate, cfg, acc, heldout))
-        acc = make_accelerator(t, out, cpu=cpu)  # a fresh one: the loop prepares the model again
+        acc = make_accelerator(t, out, cpu=cpu, precision=acc.mixed_precision)  # fresh: the loop prepares again
     if a.method == "lora":
         model = apply_lora(model, cfg)  # LoRA layers go into the model in place; `net` runs them
     params = count_params(model)

@@ -54,7 +54,7 @@ def adapt(config=None, *, recipe: str | None = None, resume: str | None = None, 
     from .adaptation import run_adapt
     from .config import build_adapt_config
 
-    cfg = config if config is not None else build_adapt_config(recipe, _nest(values))
+    cfg = config if config is not None else build_adapt_config(recipe, values)  # adapt's keys are top-level
     return run_adapt(cfg, overwrite=overwrite, resume=resume)
 
 

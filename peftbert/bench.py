@@ -18,7 +18,7 @@ import yaml
 
 from .config import RunConfig, deep_merge, parse_set, yaml_load
 from .errors import UserError
-from .methods import sizable
+from .methods import METHODS, sizable
 from .methods.budget import parse_budget
 
 EXAMPLES = {"models": "minilm,runs/adapt-finance", "methods": "lora,adapter,adalora", "seeds": "1,2,3"}
@@ -77,6 +77,9 @@ def plan(models: list[str], methods: list[str], seeds: list[int], *, recipe: str
     sets = parse_set(overrides)
     check_overrides(sets)
     given = deep_merge(values, sets)
+    blocks = [m for m in METHODS if m in given]  # settings of a method apply to that method's cells only
+    if set(blocks) - set(methods):
+        raise UserError(f"{', '.join(sorted(set(blocks) - set(methods)))} settings given but not in --methods")
     knobs = sizable()
     if budget is not None:
         parse_budget(budget)  # checked even when no method here has a size
@@ -91,7 +94,8 @@ def plan(models: list[str], methods: list[str], seeds: list[int], *, recipe: str
         for method in methods:
             sized = budget if method in knobs else None  # full/bitfit/ia3 have no size to set
             for seed in seeds:
-                cell_values = deep_merge(given, {"model": model, "method": method, "train": {"seed": seed}})
+                own = {k: v for k, v in given.items() if k not in blocks or k == method}
+                cell_values = deep_merge(own, {"model": model, "method": method, "train": {"seed": seed}})
                 cell = Cell(model, method, seed, tune_config(recipe, cell_values, sized))
                 check_finished(cell, out)
                 cells.append(cell)

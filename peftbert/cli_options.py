@@ -18,6 +18,7 @@ from typing import List, Optional
 import typer
 
 from .config import yaml_load
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,23 @@ def command(fn, generated: list[Flag]):
             node = values
             for key in f.path[:-1]:
                 node = node.setdefault(key, {})
-            node[f.path[-1]] = yaml_load(v) if f.as_yaml else v
+            node[f.path[-1]] = read_yaml_value(v, f.decl) if f.as_yaml else v
         return fn(values, **kwargs)
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     wrapper.__signature__ = inspect.Signature(params)
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
+
+
+def read_yaml_value(text: str, flag: str):
+    import yaml
+
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{flag} {text!r} is not valid YAML ({str(e).splitlines()[0]}); "
+                        "write a name, or a list like \"[query, value]\"") from None
 
 
 def method_flags(skip_blocks: tuple[str, ...] = ()) -> list[Flag]:

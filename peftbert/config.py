@@ -259,14 +259,18 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
     method = cli.get("method") or recipe_d.get("method") or "lora"
     if method not in method_configs:
         raise UserError(f"unknown method {method!r}; choose one of: {', '.join(sorted(method_configs))}")
-    merged = deep_merge(deep_merge(method_preset(method), recipe_d), cli)
+    others = [m for m in method_configs if m != method and m in cli]
+    if others:  # e.g. --lora.r with --method adapter: it would change nothing
+        raise UserError(f"{others[0]} settings given (--{others[0]}.*) but the method is {method}: "
+                        f"pass --method {others[0]} or drop them")
+    # a top-level `task:` is data.task; moved per layer so a later layer's --task wins over an earlier `task:`
+    layers = [_task_into_data(d) for d in (method_preset(method), recipe_d, cli)]
+    merged = deep_merge(deep_merge(layers[0], layers[1]), layers[2])
     merged["method"] = method
     unknown = sorted(set(merged) - set(RUN_KEYS) - {"train", "data"} - set(method_configs))
     if unknown:
         raise UserError(f"unknown top-level key(s) in recipe: {', '.join(unknown)}")
     data = _mapping(merged.get("data"), "data")
-    if merged.get("task") is not None:
-        data["task"] = merged["task"]
     train = build_dataclass(TrainArgs, merged.get("train"), "train")
     check_metric(train.metric, SELECTION_METRICS, "tune")
     return RunConfig(
@@ -277,6 +281,13 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
         data=build_dataclass(DataArgs, data, "data"),
         method_args=build_dataclass(method_configs[method], merged.get(method), method),
     )
+
+
+def _task_into_data(layer: dict) -> dict:
+    if "task" not in layer:
+        return layer
+    layer = dict(layer)
+    return {**layer, "data": {**_mapping(layer.get("data"), "data"), "task": layer.pop("task")}}
 
 
 def check_metric(metric: str, known: dict, command: str) -> None:
@@ -366,6 +377,12 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     if unknown:
         raise UserError(f"unknown top-level key(s) in adapt recipe: {', '.join(unknown)} "
                         f"(known: {', '.join(run_keys + list(ADAPT_BLOCKS))})")
+    for key in run_keys:  # text values (corpus: one or a list of them)
+        value = merged.get(key)
+        items = value if key == "corpus" and isinstance(value, list) else [value]
+        if any(v is not None and not isinstance(v, str) for v in items):
+            what = "a path or a list of paths" if key == "corpus" else "text"
+            raise UserError(f"{key} must be {what}, got {value!r}")
     corpus = merged.get("corpus") or []
     cfg = AdaptConfig(**{k: merged.get(k) for k in run_keys if k != "corpus"},
                       corpus=[corpus] if isinstance(corpus, str) else list(corpus),

@@ -58,8 +58,6 @@ def auto_precision(cpu: bool) -> tuple[str, str]:
     flags = cpu_bf16_flags()
     if not flags or not torch.backends.mkldnn.is_available():
         return "no", "this CPU has no bf16 matrix units (no amx_bf16/avx512_bf16): fp32"
-    import torch
-
     speedup = matmul_seconds(torch.float32) / matmul_seconds(torch.bfloat16)
     if speedup >= BF16_MIN_SPEEDUP:
         return "bf16", f"{'/'.join(flags)}: bf16 matmul measured {speedup:.1f}x fp32"

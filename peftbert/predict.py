@@ -125,6 +125,10 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
         raise UserError(f"--output must end in .jsonl or .csv, got {output}")
     if batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {batch_size}")
+    if output and not Path(output).resolve().parent.is_dir():
+        raise UserError(f"--output {output}: its directory does not exist (create it first)")
+    if file and not Path(file).is_file():
+        raise UserError(f"file not found: {file} (check the path given to --file)")
     t_start = time.perf_counter()
     model, tokenizer, info = load_run(Path(run_dir), merge=True)
     fp32_model = model

@@ -19,7 +19,7 @@ def versions() -> dict:
     import peft
     import transformers
 
-    from . import __version__
+    from .version import __version__
     return {"peftbert": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__}
 

@@ -7,7 +7,6 @@ else is plain Accelerate: prepare, accumulate, clip, step, evaluate, keep the be
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from .config import TrainArgs
 from .data.batching import LengthGroupedEpochSampler
 from .fast_dropout import cpu_fast_dropout
 from .errors import UserError
-from .hardware import auto_precision, describe
+from . import hardware
 
 CKPT_DIR = "checkpoints"  # Accelerate's automatic naming: <out>/checkpoints/checkpoint_<step>
 KEEP_CHECKPOINTS = 2
@@ -69,15 +68,34 @@ def resolve_precision(precision: str, cpu: bool) -> str:
     """`auto` = what this machine runs fastest (see hardware.py); the others as asked, where they can run."""
     if precision == "fp16" and cpu:
         raise UserError("fp16 needs a GPU; on CPU use --precision bf16 or no")
-    return auto_precision(cpu)[0] if precision == "auto" else precision
+    return hardware.auto_precision(cpu)[0] if precision == "auto" else precision
+
+
+def agreed_precision(asked: str, cpu: bool) -> str:
+    """The main process resolves `auto` and the others take its answer: each timing bf16 on cores the others
+    keep busy could otherwise choose differently."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState(cpu=cpu)
+    choice = [resolve_precision(asked, cpu) if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(choice, from_process=0)
+    return choice[0]
+
+
+def checkpoint_precision(ckpt: str | None) -> str | None:
+    """The precision a checkpoint was trained in: a resumed run keeps it, whatever `auto` would say today."""
+    state = Path(ckpt) / "trainer_state.json" if ckpt else None
+    return json.loads(state.read_text()).get("precision") if state and state.is_file() else None
 
 
 def precision_note(acc, asked: str) -> str:
     """What ran, and why where `auto` chose it: for the run's log line and metrics.json."""
-    return describe(asked, acc.mixed_precision, acc.device.type == "cpu")
+    return hardware.describe(asked, acc.mixed_precision, acc.device.type == "cpu")
 
 
-def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False):
+def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, precision: str | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
@@ -90,7 +108,7 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False):
     set_seed(args.seed)
     # With no GPU, say cpu=True: Accelerate only detects multi-process CPU runs (gloo) in CPU mode.
     cpu = cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    precision = resolve_precision(args.precision, cpu)
+    precision = precision or agreed_precision(args.precision, cpu)
     acc = Accelerator(
         mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=args.grad_accum,
         # a seedable sampler makes the shuffle order a function of (seed, epoch): exact resume
@@ -143,6 +161,8 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
         loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
     optimizer = build_optimizer(model, args)
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    if len(loader) == 0:
+        raise UserError("no training examples: the training set is empty (check the file and --max-train-samples)")
     # Steps are counted per process after sharding; the scheduler is stepped by us, once per optimizer step,
     # so its length is exact under any number of processes and accumulation. Methods get the same plan.
     plan = plan_steps(len(loader), args)
@@ -200,57 +220,56 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
 
     bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,
                dynamic_ncols=True)
-    fast = contextlib.ExitStack()  # CPU dropout at a quarter of torch's cost, for the loop only (fast_dropout.py)
-    fast.enter_context(cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"))
-    model.train()
-    t0, running, n_loss, done = time.perf_counter(), 0.0, 0, res.steps >= total_steps
-    epoch = start_epoch
-    while not done:
-        loader.set_epoch(epoch)
-        epoch_loader = resumed_batches(acc, loader, skip_batches) if skip_batches else loader
-        batch_idx = skip_batches
-        skip_batches = 0
-        for batch in epoch_loader:
-            batch_idx += 1
-            with acc.accumulate(model):
-                loss = model(**batch).loss
-                acc.backward(loss)
-                if acc.sync_gradients and args.max_grad_norm > 0:
-                    acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()  # a no-op inside an accumulation window (Accelerate skips it)
-                if acc.sync_gradients:
-                    scheduler.step()
-                    if hooks.on_optimizer_step:
-                        hooks.on_optimizer_step(acc.unwrap_model(model), res.steps + 1)
-                optimizer.zero_grad()
-            running += loss.detach().float()  # summed on the device: .item() only when logged (no sync per step)
-            n_loss += 1
-            res.samples_seen += len(batch["input_ids"]) * acc.num_processes
-            if not acc.sync_gradients:
-                continue
-            res.steps += 1
-            bar.update(1)
-            epoch_float = epoch + batch_idx / len(loader)
-            if res.steps % args.log_every == 0:
-                mean_loss = running.item() / n_loss
-                acc.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=res.steps)
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                running, n_loss = 0.0, 0
-            stop = False
-            epoch_end = batch_idx == len(loader)
-            if (res.steps % args.eval_every == 0) if args.eval_every else epoch_end:
-                stop = do_eval(epoch_float)
-            if args.save_every and res.steps % args.save_every == 0 and out_dir is not None:
-                # (epoch, batches done): resuming skips them; a finished epoch still gets its evaluation
-                save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state)
-            if stop or res.steps >= total_steps:
-                res.stopped_early, done = stop, True
-                break
-        epoch += 1
-    bar.close()
-    if not res.stopped_early and (not res.history or res.history[-1]["step"] != res.steps):
-        do_eval(res.steps / steps_per_epoch)  # the run ended between evaluations: score where it stopped
-    fast.close()
+    # CPU dropout at a third of torch's cost, swapped in for the loop only, and out again on any exit
+    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"):
+        model.train()
+        t0, running, n_loss, done = time.perf_counter(), 0.0, 0, res.steps >= total_steps
+        epoch = start_epoch
+        while not done:
+            loader.set_epoch(epoch)
+            epoch_loader = resumed_batches(acc, loader, skip_batches) if skip_batches else loader
+            batch_idx = skip_batches
+            skip_batches = 0
+            for batch in epoch_loader:
+                batch_idx += 1
+                with acc.accumulate(model):
+                    loss = model(**batch).loss
+                    acc.backward(loss)
+                    if acc.sync_gradients and args.max_grad_norm > 0:
+                        acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()  # a no-op inside an accumulation window (Accelerate skips it)
+                    if acc.sync_gradients:
+                        scheduler.step()
+                        if hooks.on_optimizer_step:
+                            hooks.on_optimizer_step(acc.unwrap_model(model), res.steps + 1)
+                    optimizer.zero_grad()
+                running += loss.detach().float()  # summed on the device: .item() only when logged (no sync per step)
+                n_loss += 1
+                res.samples_seen += len(batch["input_ids"]) * acc.num_processes
+                if not acc.sync_gradients:
+                    continue
+                res.steps += 1
+                bar.update(1)
+                epoch_float = epoch + batch_idx / len(loader)
+                if res.steps % args.log_every == 0:
+                    mean_loss = running.item() / n_loss
+                    acc.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=res.steps)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    running, n_loss = 0.0, 0
+                stop = False
+                epoch_end = batch_idx == len(loader)
+                if (res.steps % args.eval_every == 0) if args.eval_every else epoch_end:
+                    stop = do_eval(epoch_float)
+                if args.save_every and res.steps % args.save_every == 0 and out_dir is not None:
+                    # (epoch, batches done): resuming skips them; a finished epoch still gets its evaluation
+                    save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state)
+                if stop or res.steps >= total_steps:
+                    res.stopped_early, done = stop, True
+                    break
+            epoch += 1
+        bar.close()
+        if not res.stopped_early and (not res.history or res.history[-1]["step"] != res.steps):
+            do_eval(res.steps / steps_per_epoch)  # the run ended between evaluations: score where it stopped
     res.train_seconds = time.perf_counter() - t0 - res.eval_seconds
     res.epochs_run = res.steps / steps_per_epoch
     if best_state is not None:  # end with the best weights, not the last ones
@@ -296,7 +315,7 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
     if acc.is_main_process:
         state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
                  "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
-                 "best_eval": res.best_eval, "bad_evals": bad_evals}
+                 "best_eval": res.best_eval, "bad_evals": bad_evals, "precision": acc.mixed_precision}
         if best_state is not None:
             torch.save(best_state, ckpt / "best_state.pt")
         (ckpt / "trainer_state.json").write_text(json.dumps(state))

@@ -16,7 +16,7 @@ from .methods import Context, get_method, method_configs
 from .metrics import classification_metrics, headline
 from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
 from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
-from .train import Hooks, find_checkpoint, make_accelerator, precision_note, train
+from .train import Hooks, checkpoint_precision, find_checkpoint, make_accelerator, precision_note, train
 
 
 def tune_config(recipe: str | None = None, values: dict | None = None, budget: str | None = None) -> RunConfig:
@@ -48,7 +48,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     if resume:
         resume = str(find_checkpoint(resume, out))  # fail now, not after the model is loaded
 
-    acc = make_accelerator(cfg.train, out, cpu=cpu)
+    acc = make_accelerator(cfg.train, out, cpu=cpu, precision=checkpoint_precision(resume))
     log = main_process_log(acc, log)
     for note in task.notes:
         log(f"note: {note}")

@@ -160,3 +160,29 @@ def test_checkpoints_rotate_through_accelerate(tiny_bert, toy_files, tmp_path):
     assert kept == ["checkpoint_18", "checkpoint_20"]  # 20 steps, saved every 2, the newest two kept
     assert json.loads((tmp_path / "run" / "checkpoints" / "checkpoint_20" / "trainer_state.json").read_text())[
         "step"] == 20
+
+
+def test_help_does_not_load_torch():
+    """`peftbert --help` builds every flag from the schema without importing torch, transformers or peft."""
+    import subprocess
+    import sys
+
+    code = "import sys, peftbert.cli; print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_other_methods_settings_are_refused_and_task_flag_wins(tiny_bert, toy_files, tmp_path):
+    r = runner.invoke(app, tune_args(tiny_bert, toy_files, tmp_path / "run", "--method", "adapter", "--lora.r", "4"))
+    assert_one_line_error(r, "lora settings given (--lora.*) but the method is adapter")
+    from peftbert.config import build_config
+    from peftbert.methods import method_configs
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: sst2\n")
+    assert build_config(str(recipe), {"data": {"task": "rte"}}, method_configs()).data.task == "rte"
+    assert build_config(str(recipe), {}, method_configs()).data.task == "sst2"
+
+
+def test_bad_yaml_in_a_flag_is_one_line(tiny_bert, toy_files, tmp_path):
+    r = runner.invoke(app, tune_args(tiny_bert, toy_files, tmp_path / "run", "--lora.target_modules", "[query"))
+    assert_one_line_error(r, "--lora.target_modules '[query' is not valid YAML")

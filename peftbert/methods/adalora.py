@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 from ..errors import UserError
 from ..models import count_params
 from .base import Method, register
@@ -105,6 +103,8 @@ def _evaluate_saved_ranks(tuner):
     before the final pruning) after training. Masking only for evaluation makes every reported score that of
     the model that gets saved, without changing the training trajectory.
     """
+    import torch
+
     kept = {}
 
     def mask(module, args):

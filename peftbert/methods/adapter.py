@@ -2,7 +2,7 @@
 
 `houlsby` puts one after the attention output and one after the FFN output of every layer; `pfeiffer` only
 after the FFN output. The layer LayerNorms and the task head train too. The PEFT tuner itself (saved as
-peft_type BOTTLENECK, loadable with peft.PeftModel) is in bottleneck.py.
+peft_type PEFTBERT_BOTTLENECK, loadable with peft.PeftModel once peftbert is imported) is in bottleneck.py.
 """
 
 from __future__ import annotations
@@ -64,5 +64,5 @@ def apply(model, cfg: AdapterArgs, ctx):
     return get_peft_model(model, config)
 
 
-register(Method("adapter", AdapterArgs, apply, help="Houlsby bottleneck adapters (PEFT method 'bottleneck')",
+register(Method("adapter", AdapterArgs, apply, help="Houlsby bottleneck adapters (PEFT type PEFTBERT_BOTTLENECK)",
                 knob="bottleneck"))

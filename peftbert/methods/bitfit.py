@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from .base import Method, register
 
 
@@ -20,6 +18,8 @@ class BitFitArgs:
 
 
 def apply(model, cfg: BitFitArgs, ctx):
+    from torch import nn
+
     head = ctx.head or ctx.arch.head
     layernorm_biases = {f"{n}.bias" for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
     frozen_ln = set() if cfg.layernorm else layernorm_biases
