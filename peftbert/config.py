@@ -58,7 +58,7 @@ class TrainArgs:
     save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
     log_every: int = field(default=20, metadata={"help": "log training loss every N steps"})
     group_by_length: bool = field(default=True, metadata={
-        "help": "batch texts of similar length (shuffled mega-batches, seeded per epoch): less padding"})
+        "help": "batch texts of similar length (less padding); short full fine-tuning runs learn better without"})
 
     def __post_init__(self):
         check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every")
