@@ -31,6 +31,16 @@ def tune_config(recipe: str | None = None, values: dict | None = None, budget: s
     return cfg
 
 
+def check_method(cfg: RunConfig, model_path: str, num_labels: int) -> None:
+    """The method's settings against this model's modules, on a weightless copy (methods/budget.dry_apply)."""
+    from transformers import AutoConfig
+
+    from .methods.budget import dry_apply
+
+    model_config = AutoConfig.from_pretrained(model_path, num_labels=num_labels)
+    dry_apply(get_method(cfg.method), cfg.method_args, model_config, arch_of(model_config))
+
+
 def default_output(cfg: RunConfig, task_name: str) -> Path:
     model = Path(cfg.model).name or cfg.model
     return Path("runs") / f"{task_name.replace('@', '-')}-{cfg.method}-{model}-s{cfg.train.seed}"
@@ -43,6 +53,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     task = load_task(cfg.data, cfg.train.seed)
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
+    check_method(cfg, model_path, len(task.label_names))  # before --overwrite removes an earlier run
     out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
     prepare_output(out, overwrite, resume)
     if resume:

@@ -112,3 +112,12 @@ def test_unreachable_hub_is_one_line(tiny_bert, toy_files, tmp_path, monkeypatch
     assert_one_line_error(r, "cannot reach", "some-org/some-bert")
     r = runner.invoke(app, ["tune", "--task", "some-org/some-dataset", "--output", str(tmp_path / "run")])
     assert_one_line_error(r, "cannot reach", "--train-file")
+
+
+def test_bad_method_setting_keeps_an_earlier_run(tiny_bert, toy_files, tmp_path):
+    """`--overwrite` with a LoRA target the model lacks fails before the earlier run is removed."""
+    out = tmp_path / "run"
+    assert runner.invoke(app, tune_args(tiny_bert, toy_files, out, "--method", "bitfit")).exit_code == 0
+    r = runner.invoke(app, tune_args(tiny_bert, toy_files, out, "--overwrite", "--lora.target_modules", "[nope]"))
+    assert_one_line_error(r, "lora:", "set lora.target_modules")
+    assert (out / "metrics.json").is_file()

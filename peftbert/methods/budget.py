@@ -78,12 +78,17 @@ def apply_budget(cfg, budget: str | int):
 
 
 def _trainable_no_head(method, args, model_config, arch) -> int:
+    from ..models import count_params
+
+    return count_params(dry_apply(method, args, model_config, arch), arch.head)["trainable_params_no_head"]
+
+
+def dry_apply(method, args, model_config, arch):
+    """`method.apply` on a weightless (meta-device) copy of the architecture: its shapes, and its errors (a
+    target module that does not exist, an encoder a method cannot wrap) before anything real is loaded."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from ..models import count_params
-
     with torch.device("meta"):  # shapes only: no memory, no init cost, any model size
         model = AutoModelForSequenceClassification.from_config(model_config)
-    model = method.apply(model, args, Context(arch=arch, num_labels=model_config.num_labels, head=arch.head))
-    return count_params(model, arch.head)["trainable_params_no_head"]
+    return method.apply(model, args, Context(arch=arch, num_labels=model_config.num_labels, head=arch.head))
