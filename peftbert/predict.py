@@ -114,6 +114,7 @@ def read_chunks(file: str):
 
 def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_column=None, label_column=None,
                 output=None, batch_size=64, int8=False, log=None):
+    import pandas as pd
     from tqdm.auto import tqdm
 
     from .data.frames import map_labels, pick_column
@@ -136,8 +137,6 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
         model = quantize_int8(model)
     names = info["label_names"]
     max_length = info.get("max_length") or 512
-    import pandas as pd
-
     chunks = read_chunks(file) if file else [pd.DataFrame({"text": list(texts)})]
     writer = Writer(output, names)
     gold, preds, preds_fp32, n, t_infer = [], [], [], 0, 0.0

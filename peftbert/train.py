@@ -132,8 +132,8 @@ def build_optimizer(model, args: TrainArgs):
         raise UserError("the model has no trainable parameters: check the method's settings")
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    # fused AdamW: one kernel for all parameters; measured 5.5x faster than the default per step on 2 CPU
-    # cores for MiniLM's 22.7M parameters (12.5 vs 68.9 ms; foreach 60.5). It needs float CPU/CUDA tensors.
+    # fused AdamW: one kernel for all parameters; ~5x faster per step than the default on 2 CPU cores for
+    # MiniLM's 22.7M parameters (benchmarks/micro.py: 13.7 vs 66.5 ms). It needs float CPU/CUDA tensors.
     params = [p for g in groups for p in g["params"]]
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(groups, lr=args.lr, fused=fused)
