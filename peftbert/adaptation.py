@@ -51,10 +51,11 @@ def collect_sources(cfg: AdaptConfig):
 
 
 # ---------------------------------------------------------------- model
-def load_mlm(path: str):
-    """(masked-LM model, whether its head was newly initialised). A new head's decoder is the input
-    embedding matrix (tied, as in BERT), so only the small transform and the bias start from scratch."""
-    from transformers import AutoModelForMaskedLM
+def load_mlm(path: str, nsp: bool = False):
+    """(pre-training model, whether a head was newly initialised). A new MLM head's decoder is the input
+    embedding matrix (tied, as in BERT), so only the small transform and the bias start from scratch.
+    With `nsp`, the model also has BERT's next-sentence head (BertForPreTraining) on the pooler."""
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
     from transformers.utils import logging as hf_logging
 
     from .models import hub_error
@@ -62,14 +63,18 @@ def load_mlm(path: str):
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the missing-head report is expected; we say it in one line
+    auto = AutoModelForPreTraining if nsp else AutoModelForMaskedLM
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        model, info = auto.from_pretrained(path, output_loading_info=True, use_safetensors=True)
     except OSError as e:
         raise hub_error(path, e) from None
     except ValueError as e:  # "Unrecognized configuration class ... for AutoModelForMaskedLM"
         raise UserError(f"{path} cannot be loaded as a masked language model: {str(e).splitlines()[0][:160]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if nsp and not hasattr(getattr(model, "cls", None), "seq_relationship"):
+        raise UserError(f"adapt.nsp needs a BERT-style model with a next-sentence head; {model.config.model_type} "
+                        "has none (drop --nsp: masked LM alone is RoBERTa's recipe)")
     new_head = any(not k.startswith(model.base_model_prefix + ".") for k in info.get("missing_keys", []))
     out_emb = model.get_output_embeddings()
     if new_head and out_emb is not None and out_emb.weight is not model.get_input_embeddings().weight:
@@ -148,7 +153,8 @@ class PredictedOnly(torch.nn.Module):
     HF's masked-LM forward projects every position onto the vocabulary and drops 85% of it; for a
     small encoder (MiniLM: 384 wide, 30k words) that projection costs as much as the encoder itself.
     `logits` holds the scores of the predicted positions only, in row-major order. Without `labels`
-    (training) it masks the batch itself, with the loop's RNG (see data.mlm.MLMCollator).
+    (training) it masks the batch itself, with the loop's RNG (see data.mlm.MLMCollator). Given a
+    `next_sentence_label` (segment pairs, data.nsp), it adds BERT's next-sentence loss on the pooler.
     """
 
     def __init__(self, mlm, masker=None):
@@ -156,10 +162,10 @@ class PredictedOnly(torch.nn.Module):
         self.mlm, self.masker = mlm, masker
         # by name, not as a second submodule: that would save the head's weights twice
         self.head = next((n for n in ("cls", "lm_head") if hasattr(mlm, n)), None)
+        self.nsp = hasattr(getattr(mlm, "cls", None), "seq_relationship")  # BertForPreTraining
 
-    def forward(self, input_ids, attention_mask, labels=None, word_start=None):
-        from transformers.modeling_outputs import MaskedLMOutput
-
+    def forward(self, input_ids, attention_mask, labels=None, word_start=None, token_type_ids=None,
+                next_sentence_label=None):
         from .data.mlm import IGNORE
 
         if labels is None:
@@ -167,44 +173,68 @@ class PredictedOnly(torch.nn.Module):
         sel = labels != IGNORE
         if self.head is None:  # a head we do not know: the model's own (full) forward
             scores = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits[sel]
-        else:
-            hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
-            scores = getattr(self.mlm, self.head)(hidden[sel])
-        return MaskedLMOutput(loss=F.cross_entropy(scores.float(), labels[sel]), logits=scores)
+            return PretrainingOutput(loss=F.cross_entropy(scores.float(), labels[sel]), logits=scores)
+        hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        head = getattr(self.mlm, self.head)
+        scores = (head.predictions if self.nsp else head)(hidden[0][sel])
+        loss = F.cross_entropy(scores.float(), labels[sel])
+        nsp_logits = None
+        if self.nsp and next_sentence_label is not None:
+            nsp_logits = head.seq_relationship(hidden[1])
+            loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label)
+        return PretrainingOutput(loss=loss, logits=scores, nsp_logits=nsp_logits)
+
+
+@dataclasses.dataclass
+class PretrainingOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor  # scores of the predicted positions only
+    nsp_logits: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------- evaluation
 def make_evaluator(acc, heldout: dict, batch_size: int):
-    ds = TensorDataset(heldout["input_ids"], heldout["attention_mask"], heldout["labels"])
-    loader = acc.prepare(DataLoader(ds, batch_size=batch_size))
-    return lambda model: mlm_metrics(acc, model, loader)
+    keys = list(heldout)
+    loader = acc.prepare(DataLoader(TensorDataset(*heldout.values()), batch_size=batch_size))
+    return lambda model: mlm_metrics(acc, model, loader, keys)
 
 
 @torch.no_grad()
-def mlm_metrics(acc, net: PredictedOnly, loader) -> dict:
-    """Token-weighted held-out loss over the fixed masked positions, exp(loss), and top-1 accuracy."""
+def mlm_metrics(acc, net: PredictedOnly, loader, keys) -> dict:
+    """Token-weighted held-out loss over the fixed masked positions, exp(loss), and top-1 accuracy;
+    with segment pairs also the next-sentence accuracy."""
     from .data.mlm import IGNORE
 
-    total = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, predicted tokens
-    for ids, attention, labels in loader:
+    total = torch.zeros(5, dtype=torch.float64)  # loss sum, correct, predicted tokens, NSP correct, pairs
+    for tensors in loader:
+        batch = dict(zip(keys, tensors))
         with acc.autocast():  # the loop's precision, also for a model not (yet) prepared
-            scores = net(input_ids=ids, attention_mask=attention, labels=labels).logits.float()
+            out = net(**batch)
+        scores, labels, ids = out.logits.float(), batch["labels"], batch["input_ids"]
         sel = labels != IGNORE
         y, rows = labels[sel], sel.nonzero()[:, 0]
 
         def per_row(v):  # per example, so gather_for_metrics drops the padding duplicates of a last batch
             return torch.zeros(len(ids), device=v.device, dtype=torch.float64).index_add_(0, rows, v.double())
 
+        nsp_right = torch.zeros(len(ids), device=ids.device, dtype=torch.float64)
+        if out.nsp_logits is not None:
+            nsp_right = (out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).double()
         parts = acc.gather_for_metrics((per_row(F.cross_entropy(scores, y, reduction="none")),
-                                        per_row((scores.argmax(-1) == y).float()), sel.sum(1).double()))
+                                        per_row((scores.argmax(-1) == y).float()), sel.sum(1).double(),
+                                        nsp_right, torch.ones_like(nsp_right)))
         total += torch.stack([p.sum().cpu() for p in parts])
     loss = (total[0] / total[2].clamp(min=1)).item()
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": (total[1] / total[2]).item(),
-            "masked_tokens": int(total[2])}
+    m = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": (total[1] / total[2]).item(),
+         "masked_tokens": int(total[2])}
+    if "next_sentence_label" in keys:
+        m["nsp_accuracy"] = (total[3] / total[4]).item()
+    return m
 
 
 def summary(m: dict) -> str:
-    return f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, accuracy {m['accuracy']:.4f}"
+    nsp = f", next-sentence accuracy {m['nsp_accuracy']:.4f}" if "nsp_accuracy" in m else ""
+    return f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, accuracy {m['accuracy']:.4f}{nsp}"
 
 
 # ---------------------------------------------------------------- the command
@@ -218,13 +248,16 @@ def load_blocks(cfg: AdaptConfig, sources, tokenizer):
     """(train blocks, held-out blocks): the sources split by document, tokenised and packed."""
     from .data.corpus import split_documents
     from .data.mlm import Blocks, tokenize_documents
+    from .data.nsp import Pairs
 
     a = cfg.adapt
     train_docs, heldout_docs = split_documents(sources, a.heldout_fraction, cfg.train.seed)
 
     def pack(docs, max_tokens):
-        return Blocks(tokenize_documents(docs, tokenizer, words=a.whole_word_mask, max_tokens=max_tokens),
-                      tokenizer, a.block_size)
+        stream = tokenize_documents(docs, tokenizer, words=a.whole_word_mask, max_tokens=max_tokens)
+        if a.nsp:
+            return Pairs(stream, tokenizer, a.block_size, cfg.train.seed)
+        return Blocks(stream, tokenizer, a.block_size)
 
     train_blocks, heldout_blocks = pack(train_docs, a.max_tokens), pack(heldout_docs, a.max_heldout_tokens)
     if not len(train_blocks) or not len(heldout_blocks):
@@ -260,7 +293,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     tokenizer = load_tokenizer(model_path)
     sources = collect_sources(cfg)
     torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"
-    model, new_head = load_mlm(model_path)
+    model, new_head = load_mlm(model_path, nsp=a.nsp)
     limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
     if a.block_size > limit:
         raise UserError(f"adapt.block_size {a.block_size} exceeds the model's {limit} positions")
@@ -279,10 +312,12 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         st = s.stats()
         log(f"source {s.name}: {st['documents']:,} documents ({st['heldout_documents']} held out), "
             f"{st['lines']:,} lines")
-    log(f"train: {len(train_blocks):,} blocks of {a.block_size} ({train_blocks.n_tokens:,} tokens); held out: "
-        f"{len(heldout_blocks):,} blocks ({heldout_blocks.n_tokens:,} tokens)")
+    unit = "segment pairs" if a.nsp else "blocks"
+    log(f"train: {len(train_blocks):,} {unit} of {a.block_size} ({train_blocks.n_tokens:,} tokens); held out: "
+        f"{len(heldout_blocks):,} {unit} ({heldout_blocks.n_tokens:,} tokens)")
     if new_head:
-        log("the checkpoint has no masked-LM head: initialised one, its decoder tied to the input embeddings")
+        heads = "pre-training heads (masked LM, next sentence)" if a.nsp else "masked-LM head"
+        log(f"the checkpoint lacks {heads}: initialised them, the decoder tied to the input embeddings")
     collate = MLMCollator(tokenizer, a.mlm_probability, a.whole_word_mask)
     heldout = collate.fixed(heldout_blocks, t.seed)
     net = PredictedOnly(model.to(acc.device), masker=collate).eval()
@@ -322,7 +357,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "model": cfg.model, "model_path": model_path, "method": a.method, "domain": cfg.domain, "task": cfg.task,
         "sources": [s.stats() for s in sources], "head_initialised": new_head,
         "head_warmup_steps": a.head_warmup_steps, "block_size": a.block_size, "mlm_probability": a.mlm_probability,
-        "whole_word_mask": a.whole_word_mask, "seed": t.seed,
+        "whole_word_mask": a.whole_word_mask, "nsp": a.nsp, "seed": t.seed,
         "train_blocks": len(train_blocks), "train_tokens": train_blocks.n_tokens,
         "heldout_blocks": len(heldout_blocks), "heldout_tokens": heldout_blocks.n_tokens,
         "heldout_before": before, "heldout_after": after, "metric": t.metric,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -11,6 +12,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # newer typer carries its own copy of click
+    from typer._click.exceptions import BadParameter, ClickException, MissingParameter, NoSuchOption
+except ImportError:
+    from click.exceptions import BadParameter, ClickException, MissingParameter, NoSuchOption
 
 from .cli_adapt import adapt
 from .cli_bench import bench
@@ -26,7 +33,53 @@ import huggingface_hub.utils.logging as _hub_logging  # noqa: E402
 
 _hub_logging.set_verbosity_error()
 logging.getLogger("datasets").setLevel(logging.ERROR)
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+class OneLineErrors(TyperGroup):
+    """Flags typer/click reject (a word for a number, an unknown option, a missing argument) end like a
+    UserError: one `error:` line on stderr and exit code 2, instead of click's usage box."""
+
+    def make_context(self, *args, **kwargs):  # the group's own flags: `peftbert --bogus`
+        with usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # the command name and the command's flags
+        with usage_errors_in_one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def usage_errors_in_one_line():
+    try:
+        yield
+    except ClickException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `peftbert`: the help, as before (click >= 8.2)
+            raise
+        typer.secho(f"error: {usage_message(e)}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+
+
+def usage_message(e: ClickException) -> str:
+    ctx = getattr(e, "ctx", None)
+    see = f" (see '{ctx.command_path if ctx is not None else 'peftbert'} --help')"
+    if isinstance(e, NoSuchOption):  # click's candidates come closest first
+        close = f"; did you mean {e.possibilities[0]}?" if e.possibilities else ""
+        return f"no such option: {e.option_name}{close}{see}"
+    if isinstance(e, BadParameter) and e.param is not None and not isinstance(e, MissingParameter):
+        flag = "/".join(e.param.opts) or e.param.name
+        # newer typer validates with pydantic, whose error holds the value given: "Input should be a valid number, ..."
+        errors = e.__cause__.errors() if type(e.__cause__).__name__ == "ValidationError" else []
+        if errors and str(errors[0].get("msg")).startswith("Input should be "):
+            what = errors[0]["msg"].split(",")[0].removeprefix("Input should be ")
+            return f"{flag}: {errors[0].get('input')!r} is not {what}{see}"
+        return f"{flag}: {e.message.rstrip('.')}{see}"  # click: "'abc' is not a valid float."
+    if isinstance(e, MissingParameter) and e.param is not None and e.param.param_type_name == "argument":
+        return f"missing argument {e.param.name.upper()}{see}"
+    message = e.format_message().strip().rstrip(".").replace(". Did you mean", "; did you mean")
+    return f"{message[:1].lower()}{message[1:]}{see}"
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Parameter-efficient fine-tuning and domain-adaptive pretraining for BERT-family encoders.")
 
 
@@ -87,13 +140,15 @@ def predict(
 def export(
     run_dir: Path = typer.Argument(..., help="a finished `peftbert tune` run directory"),
     output: str = typer.Option(..., help="directory for the exported checkpoint"),
-    fmt: str = typer.Option("hf", "--format", help="hf: a plain transformers checkpoint (LoRA-family merged)"),
+    fmt: str = typer.Option("hf", "--format", help="hf: transformers checkpoint (LoRA merged); onnx: ONNX graph"),
     overwrite: bool = typer.Option(False, help="replace an earlier export in --output"),
+    int8: bool = typer.Option(False, help="onnx: also write model_quantized.onnx (dynamic int8, ONNX Runtime)"),
+    eval_file: Optional[str] = typer.Option(None, help="onnx: labelled file to compare accuracy and speed on"),
 ):
-    """Export a run as a plain Hugging Face checkpoint that transformers.pipeline loads without peftbert."""
+    """Export a run for serving without peftbert: a transformers checkpoint or an ONNX graph."""
     from .export import run_export
 
-    run_export(run_dir, output, fmt, overwrite)
+    run_export(run_dir, output, fmt, overwrite, int8=int8, eval_file=eval_file)
 
 
 app.command("adapt")(friendly(adapt))

@@ -16,6 +16,7 @@ validated by that method's config class. An adapt recipe has run keys, `train:`,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import UserError
+from .trackers import TRACKERS, check_available
 
 # a checkout (or editable install) reads the repository's recipes/; a wheel carries them as peftbert/recipes
 _HERE = Path(__file__).resolve().parent
@@ -59,17 +61,24 @@ class TrainArgs:
     log_every: int = field(default=20, metadata={"help": "log training loss every N steps"})
     group_by_length: bool = field(default=True, metadata={
         "help": "batch texts of similar length (less padding); short full fine-tuning runs learn better without"})
+    group_size: int = field(default=50, metadata={
+        "help": "batches per length-sorted mega-batch (transformers' 50); fewer = closer to a random order"})
+    report_to: str = field(default="tensorboard", metadata={
+        "help": "experiment tracker: tensorboard|wandb|mlflow|none (offline, files in the run directory)"})
 
     def __post_init__(self):
-        check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every")
+        check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every", "group_size")
         check_positive(self, "lr", "epochs")
         check_positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise UserError("train.weight_decay and train.max_grad_norm must be >= 0")
+        if not (0 <= self.weight_decay < math.inf and 0 <= self.max_grad_norm < math.inf):
+            raise UserError(f"train.weight_decay and train.max_grad_norm must be finite numbers >= 0, got "
+                            f"{self.weight_decay} and {self.max_grad_norm}")
         check_choice(self, "precision", PRECISIONS)
         check_choice(self, "scheduler", SCHEDULERS)
+        check_choice(self, "report_to", TRACKERS)
+        check_available(self.report_to)
         if not 0 <= self.seed < 2**32:  # numpy's seed range
             raise UserError(f"train.seed must be in [0, 2**32), got {self.seed}")
 
@@ -122,15 +131,15 @@ class RunConfig:
 def check_positive(obj, *names):
     for n in names:
         v = getattr(obj, n)
-        if v is None or v <= 0:
-            raise UserError(f"{type(obj).__name__}.{n} must be > 0, got {v}")
+        if v is None or not 0 < v < math.inf:  # NaN fails every comparison
+            raise UserError(f"{type(obj).__name__}.{n} must be > 0 and finite, got {v}")
 
 
 def check_positive_or_none(obj, *names):
     for n in names:
         v = getattr(obj, n)
-        if v is not None and v <= 0:
-            raise UserError(f"{type(obj).__name__}.{n} must be > 0 or unset, got {v}")
+        if v is not None and not 0 < v < math.inf:
+            raise UserError(f"{type(obj).__name__}.{n} must be > 0 and finite, or unset, got {v}")
 
 
 def check_choice(obj, name, choices):
@@ -225,6 +234,8 @@ def _coerce(v, hint, where):
         return None
     try:
         if text.startswith("float") or text == "<class 'float'>":
+            if not math.isfinite(float(v)):  # nan would pass every `v < 0` check
+                raise UserError(f"{where} must be a finite number, got {v!r}")
             return float(v)
         if text.startswith("int") or text == "<class 'int'>":
             if isinstance(v, float) and not v.is_integer():
@@ -314,7 +325,7 @@ class AdaptArgs:
     max_heldout_tokens: int | None = field(default=100_000, metadata={"help": "cap on held-out tokens (eval cost)"})
     head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
     head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
-    nsp: bool = field(default=False, metadata={"help": "next-sentence objective (not implemented)"})
+    nsp: bool = field(default=False, metadata={"help": "add BERT's next-sentence objective on segment pairs"})
 
     def __post_init__(self):
         check_choice(self, "method", ("full", "lora"))
@@ -327,9 +338,6 @@ class AdaptArgs:
                             f"{self.mlm_probability} and {self.heldout_fraction}")
         if self.head_warmup_steps < 0:
             raise UserError(f"adapt.head_warmup_steps must be >= 0, got {self.head_warmup_steps}")
-        if self.nsp:
-            raise UserError("adapt.nsp: the next-sentence objective is not implemented; adapt trains masked-LM "
-                            "only (RoBERTa found NSP unnecessary)")
 
 
 def _lora_args():

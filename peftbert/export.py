@@ -1,4 +1,5 @@
-"""`peftbert export`: a tuned run as a plain Hugging Face checkpoint that needs neither peft nor peftbert.
+"""`peftbert export`: a tuned run as a plain Hugging Face checkpoint (`--format hf`) or an ONNX graph
+(`--format onnx`, see onnx_export.py), either needing neither peft nor peftbert.
 
 LoRA-family adapters (LoRA, DoRA, rsLoRA, AdaLoRA, IA3) are merged into the weights; full fine-tuning and
 BitFit runs are checkpoints already. Label names are in the config, the tokenizer beside it, so
@@ -14,35 +15,52 @@ from pathlib import Path
 
 from .errors import UserError
 
-FORMATS = ("hf",)
+FORMATS = ("hf", "onnx")
 
 
-def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, log=print) -> Path:
+def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, int8: bool = False,
+               eval_file: str | None = None, log=print) -> Path:
     from peft import PeftModel
 
     from .predict import load_run
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {'|'.join(FORMATS)}, got {fmt!r}")
+    if fmt == "hf" and (int8 or eval_file):
+        raise UserError("--int8 and --eval-file apply to --format onnx (int8 in PyTorch: `peftbert predict --int8`)")
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite or not (out / "export_info.json").is_file():
             raise UserError(f"{out} exists and is not an empty directory; choose another --output"
                             + ("" if overwrite else " (or --overwrite an earlier export)"))
     model, tokenizer, info = load_run(Path(run_dir), merge=True)
-    if isinstance(model, PeftModel):
+    if isinstance(model, PeftModel) and fmt == "hf":
         raise UserError(f"{info['method']} runs cannot be merged into plain weights (their modules are not linear "
                         "updates); serve it with `peftbert predict` or `peftbert.load`, or load it with peft after "
                         "`import peftbert.methods.bottleneck`")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "export_info.json").write_text(json.dumps(
-        {"source_run": str(Path(run_dir).resolve()), "method": info["method"], "model": info["model"],
-         "task": info["task"], "label_names": info["label_names"], "format": fmt}, indent=2) + "\n")
+    try:
+        if fmt == "onnx":
+            from .onnx_export import write_onnx
+
+            extra = write_onnx(model, tokenizer, tmp, info, int8=int8, eval_file=eval_file, log=log)
+        else:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            extra = {}
+        (tmp / "export_info.json").write_text(json.dumps(
+            {"source_run": str(Path(run_dir).resolve()), "method": info["method"], "model": info["model"],
+             "task": info["task"], "label_names": info["label_names"], "format": fmt, **extra}, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    log(f"wrote {out}: load it with transformers.pipeline(\"text-classification\", model=\"{out}\")")
+    if fmt == "onnx":
+        log(f"wrote {out}: model.onnx{' and model_quantized.onnx' if int8 else ''} for ONNX Runtime, "
+            "with config.json and the tokenizer")
+    else:
+        log(f"wrote {out}: load it with transformers.pipeline(\"text-classification\", model=\"{out}\")")
     return out

@@ -29,13 +29,54 @@ def resolve_model(name: str) -> str:
         return str(ALIASES[name.lower()]())
     p = Path(name).expanduser()
     if p.exists():
-        if not (p / "config.json").is_file():
-            raise UserError(f"model directory {p} has no config.json (pass a Hugging Face checkpoint directory)")
+        check_model_dir(p)
         return str(p.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model path not found: {name} (pass an existing directory, a hub id, or 'minilm')")
     check_hub(f"model {name!r}", "use a local directory or 'minilm'")
     return name  # a hub id: from_pretrained downloads it (or finds it in the local cache)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model",
+                   "spiece.model", "tokenizer.model")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def check_model_dir(p: Path) -> None:
+    """A local checkpoint is a directory with config.json and readable safetensors weights.
+
+    Weights load from safetensors only: a pickled pytorch_model.bin can run code when it is loaded.
+    """
+    if not p.is_dir():
+        raise UserError(f"{p} is a file, not a model directory (pass the directory that holds config.json and "
+                        "model.safetensors)")
+    if not (p / "config.json").is_file():
+        raise UserError(f"model directory {p} has no config.json (pass a Hugging Face checkpoint directory)")
+    shards = sorted(p.glob("model*.safetensors"))  # model.safetensors, or model-00001-of-00002.safetensors ...
+    if not shards:
+        other = next((f for f in PICKLE_WEIGHTS if (p / f).is_file()), None)
+        if other:
+            raise UserError(f"model directory {p} has weights in {other} only; peftbert loads safetensors only "
+                            "(a pickle can run code when loaded): convert it in an environment you trust with "
+                            "`model.save_pretrained(dir, safe_serialization=True)`")
+        raise UserError(f"model directory {p} has no weights (no model.safetensors); pass a complete checkpoint "
+                        "(config.json, model.safetensors and the tokenizer files)")
+    if not any((p / f).is_file() for f in TOKENIZER_FILES):  # transformers would build an empty vocabulary
+        raise UserError(f"model directory {p} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); "
+                        "save the tokenizer beside the weights: tokenizer.save_pretrained(dir)")
+    from safetensors import SafetensorError, safe_open
+
+    for f in shards:
+        try:
+            with safe_open(str(f), framework="numpy"):  # reads the header only
+                pass
+        except (SafetensorError, OSError) as e:
+            raise unreadable_weights(f, e) from None
+
+
+def unreadable_weights(f, err: Exception) -> UserError:
+    return UserError(f"{f}: not a readable safetensors file ({str(err).splitlines()[0][:120]}); the download or "
+                     "copy is corrupt or truncated: fetch or save the checkpoint again")
 
 
 def check_hub(what: str, instead: str) -> None:
@@ -56,6 +97,8 @@ def check_hub(what: str, instead: str) -> None:
 
 
 def hub_error(name: str, err: Exception) -> UserError:
+    if Path(name).is_dir():  # a local checkpoint: the Hub has nothing to do with it
+        return UserError(f"could not load the model in {name}: {str(err).splitlines()[0][:200]}")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     why = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
     return UserError(f"could not load model {name!r} ({why}); use a local directory, 'minilm', or a reachable hub id")
@@ -103,6 +146,7 @@ def load_tokenizer(path: str):
 
 def load_classifier(path: str, id2label: dict[int, str]):
     """A sequence-classification model with a fresh head sized for the task's labels."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -113,9 +157,11 @@ def load_classifier(path: str, id2label: dict[int, str]):
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=len(id2label), id2label=id2label, label2id=label2id,
-            ignore_mismatched_sizes=True, output_loading_info=True)
+            ignore_mismatched_sizes=True, output_loading_info=True, use_safetensors=True)
     except OSError as e:
         raise hub_error(path, e) from None
+    except SafetensorError as e:
+        raise unreadable_weights(Path(path) / "model.safetensors", e) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     # Modules the checkpoint did not have (the head; the pooler of an MLM checkpoint) were randomly

@@ -32,6 +32,10 @@ def load_run(run_dir: Path, merge: bool = False):
 
     run_dir = Path(run_dir)
     mpath = run_dir / "metrics.json"
+    if not run_dir.exists():
+        raise UserError(f"run directory not found: {run_dir} (pass the --output directory of `peftbert tune`)")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file; pass a run directory (the --output of `peftbert tune`)")
     if not mpath.is_file():
         raise UserError(f"{run_dir} is not a finished peftbert run (no metrics.json); pass a `tune --output` dir")
     info = json.loads(mpath.read_text())
@@ -90,12 +94,11 @@ def read_chunks(file: str):
     """DataFrames of at most CHUNK_ROWS rows: CSV/TSV/JSONL stream from disk; other formats are read whole."""
     import pandas as pd
 
-    from .data.readers import read_table
+    from .data.readers import check_file, not_utf8, read_table
 
     p = Path(file)
     name = p.name.lower().removesuffix(".gz")
-    if not p.is_file():
-        raise UserError(f"file not found: {p} (check the path given to --file)")
+    check_file(p, "--file")
     try:
         if name.endswith((".csv", ".tsv")):
             chunks = pd.read_csv(p, sep="\t" if name.endswith(".tsv") else ",", chunksize=CHUNK_ROWS,
@@ -108,6 +111,8 @@ def read_chunks(file: str):
         yield from chunks
     except UserError:
         raise
+    except UnicodeDecodeError:
+        raise not_utf8(p) from None
     except Exception as e:  # pandas raises many types; the user needs only the first line
         raise UserError(f"cannot parse {p}: {str(e).splitlines()[0][:200]}") from None
 
@@ -128,8 +133,9 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
         raise UserError(f"--batch-size must be > 0, got {batch_size}")
     if output and not Path(output).resolve().parent.is_dir():
         raise UserError(f"--output {output}: its directory does not exist (create it first)")
-    if file and not Path(file).is_file():
-        raise UserError(f"file not found: {file} (check the path given to --file)")
+    if file:
+        from .data.readers import check_file
+        check_file(Path(file), "--file")
     t_start = time.perf_counter()
     model, tokenizer, info = load_run(Path(run_dir), merge=True)
     fp32_model = model
@@ -140,7 +146,8 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     chunks = read_chunks(file) if file else [pd.DataFrame({"text": list(texts)})]
     writer = Writer(output, names)
     gold, preds, preds_fp32, n, t_infer = [], [], [], 0, 0.0
-    bar = tqdm(desc="predict", unit=" texts", disable=not file, dynamic_ncols=True)
+    # shown after a second: a file rejected at its first rows ends in the error line alone
+    bar = tqdm(desc="predict", unit=" texts", disable=not file, dynamic_ncols=True, delay=1)
     try:
         for df in chunks:
             col = pick_column(df, text_column, ("text", "sentence", "sentence1"), "text", file or "--text")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-RUN_MARKERS = ("metrics.json", "recipe.yaml", "eval_log.jsonl", "checkpoints", "tensorboard")
+RUN_MARKERS = ("metrics.json", "recipe.yaml", "eval_log.jsonl", "checkpoints", "tensorboard", "wandb", "mlruns")
 
 
 def versions() -> dict:

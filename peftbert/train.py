@@ -25,7 +25,7 @@ from .config import TrainArgs
 from .data.batching import LengthGroupedEpochSampler
 from .fast_dropout import cpu_fast_dropout
 from .errors import UserError
-from . import hardware
+from . import hardware, trackers
 
 CKPT_DIR = "checkpoints"  # Accelerate's automatic naming: <out>/checkpoints/checkpoint_<step>
 KEEP_CHECKPOINTS = 2
@@ -113,7 +113,7 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, p
         mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=args.grad_accum,
         # a seedable sampler makes the shuffle order a function of (seed, epoch): exact resume
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        log_with="tensorboard" if out_dir else None,
+        log_with=trackers.log_with(args.report_to, out_dir),
         # save_state() names checkpoints itself and keeps the newest KEEP_CHECKPOINTS
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard"),
                                             automatic_checkpoint_naming=True, total_limit=KEEP_CHECKPOINTS)
@@ -155,7 +155,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     hooks = hooks or Hooks()
     acc = accelerator
     if args.group_by_length and getattr(train_ds, "lengths", None) is not None:
-        sampler = LengthGroupedEpochSampler(train_ds.lengths, args.batch_size, args.seed)
+        sampler = LengthGroupedEpochSampler(train_ds.lengths, args.batch_size, args.seed, args.group_size)
         loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
     else:  # Accelerate swaps the shuffle for its seedable sampler
         loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
@@ -172,8 +172,9 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     acc.register_for_checkpointing(scheduler)  # not prepared, so save_state must be told about it
     if hooks.on_train_begin:
         hooks.on_train_begin(acc.unwrap_model(model), plan)
-    if out_dir is not None:
-        acc.init_trackers("tb", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+    if trackers.log_with(args.report_to, out_dir):
+        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        acc.init_trackers("peftbert", config=config, init_kwargs=trackers.init_kwargs(args.report_to, out_dir))
 
     res = TrainResult(plan=plan)
     best_state, bad_evals, start_epoch, skip_batches = None, 0, 0, 0

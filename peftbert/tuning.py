@@ -92,7 +92,9 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
                    accelerator=acc, evaluate=evaluate, out_dir=out, hooks=hooks, resume=resume,
                    greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method)
 
-    model = acc.unwrap_model(model)
+    # The final scores in fp32, without the loop's autocast: the saved model is served in fp32 (predict, export,
+    # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).
+    model = acc.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     validation = evaluate(model)
     test = evaluate(model, eval_loader(task.test)) if task.test is not None and len(task.test) else None

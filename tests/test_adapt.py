@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 import typer
-from transformers import AutoModelForMaskedLM, BertConfig, BertModel, BertTokenizerFast
+from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, BertConfig, BertModel, BertTokenizerFast
 from typer.testing import CliRunner
 
 from conftest import FILLER, NEG, POS, needs_data
@@ -77,7 +77,7 @@ def test_tapt_reads_only_the_task_training_text():
     ({"adapt": {"mlm_probability": 1.5}}, "mlm_probability"),
     ({"adapt": {"method": "magic"}}, "method must be one of full|lora"),
     ({"adapt": {"block_size": 128}}, "exceeds the model's 64 positions"),
-    ({"adapt": {"nsp": True}}, "not implemented"),
+    ({"adapt": {"nsp": True}, "corpus": ["SHORT_DOCS"]}, "adapt.nsp needs at least 2 documents"),
     ({"train": {"metric": "macro_f1"}}, "train.metric for adapt"),
     ({"domain": "nowhere"}, "unknown domain"),
     ({"shards": 3}, "unknown top-level key"),
@@ -85,7 +85,9 @@ def test_tapt_reads_only_the_task_training_text():
 def test_bad_input_is_a_user_error_and_writes_nothing(tiny_bert, corpus, tmp_path, change, needle):
     (tmp_path / "empty.txt").write_text("\n\n  \n")
     (tmp_path / "one.txt").write_text("a single document\nof two lines\n\n")
-    files = {"EMPTY": str(tmp_path / "empty.txt"), "ONE_DOC": str(tmp_path / "one.txt")}
+    (tmp_path / "short.txt").write_text("".join(f"document {i}\n\n" for i in range(20)))
+    files = {"EMPTY": str(tmp_path / "empty.txt"), "ONE_DOC": str(tmp_path / "one.txt"),
+             "SHORT_DOCS": str(tmp_path / "short.txt")}
     out = tmp_path / "out"
     cli = {"model": str(tiny_bert), "corpus": [str(corpus)], "output": str(out), "train": dict(FAST),
            "adapt": {"block_size": 32}}
@@ -219,3 +221,33 @@ def test_adapt_minilm_on_the_finance_domain(tmp_path):
     assert m["sources"][0]["documents"] == 230 and 8 * 8 * 60 < m["tokens_seen"] <= 8 * 8 * 64
     assert m["heldout_after"]["loss"] < m["heldout_before"]["loss"]
     assert AutoModelForMaskedLM.from_pretrained(out).config.model_type == "bert"
+
+
+def test_nsp_learns_which_segment_comes_next(tmp_path):
+    """Documents each on one of four topics: the next segment shares the topic, a random one mostly does not."""
+    from peftbert.data.mlm import tokenize_documents
+    from peftbert.data.nsp import NOT_NEXT, Pairs
+
+    rng = random.Random(0)
+    topics = [POS[:4], POS[4:], NEG[:4], NEG[4:]]
+    path = tmp_path / "topics.txt"
+    path.write_text("".join("".join(" ".join(rng.choice(topics[d % 4]) for _ in range(10)) + "\n" for _ in range(4))
+                            + "\n" for d in range(120)))
+    src = headless_bert(tmp_path / "headless")
+    tok = BertTokenizerFast.from_pretrained(src)
+    pairs = Pairs(tokenize_documents(load_corpus([str(path)], data_dir=None)[0].documents, tok), tok, 32, seed=0)
+    row = pairs[0]
+    n = int(row["length"])
+    assert row["input_ids"][0] == tok.cls_token_id and row["input_ids"][n - 1] == tok.sep_token_id
+    assert (row["input_ids"] == tok.sep_token_id).sum() == 2 and row["token_type_ids"][n - 1] == 1
+    assert 0.4 < (pairs.next_label == NOT_NEXT).mean() < 0.6
+
+    out = tmp_path / "out"
+    m = run_adapt(config(src, [path], out, {"epochs": 20, "lr": 3e-3}, nsp=True, heldout_fraction=0.25), log=quiet)
+    assert m["nsp"] and m["head_initialised"]
+    before, after = m["heldout_before"]["nsp_accuracy"], m["heldout_after"]["nsp_accuracy"]
+    assert after > 0.75 and after > before + 0.15, (before, after)
+    assert m["heldout_after"]["loss"] < m["heldout_before"]["loss"]
+    clf = load_classifier(str(out), {0: "a", 1: "b"})  # what `tune --model` does
+    pretrained = AutoModelForPreTraining.from_pretrained(out)
+    assert torch.equal(clf.bert.pooler.dense.weight, pretrained.bert.pooler.dense.weight)

@@ -62,3 +62,41 @@ def test_export_refuses_what_cannot_merge_and_existing_dirs(tiny_bert, toy_files
     assert_one_line_error(runner.invoke(app, ["export", str(run), "--output", str(tmp_path / "mine")]), "not an empty")
     assert_one_line_error(runner.invoke(app, ["export", str(tmp_path), "--output", str(tmp_path / "x")]),
                           "not a finished peftbert run")
+
+
+def test_onnx_export_matches_pytorch_and_scores_int8(tiny_bert, toy_files, tmp_path):
+    import onnxruntime as ort
+
+    run = tmp_path / "run"
+    run_tune(make_config(tiny_bert, toy_files, "lora", run, ["train.epochs=3", "train.lr=1e-2"]), log=lambda *a: None)
+    r = runner.invoke(app, ["export", str(run), "--output", str(tmp_path / "onnx"), "--format", "onnx", "--int8",
+                            "--eval-file", toy_files["test"]])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "onnx"
+    info = json.loads((out / "export_info.json").read_text())
+    assert info["parity_max_abs_logit_diff"] < 1e-4
+    # independently of the exporter's own check: ONNX Runtime on the test texts against the run as trained
+    texts = pd.read_csv(toy_files["test"])["text"].tolist()
+    model, tok, _ = load_run(run)
+    enc = tok(texts, padding=True, return_tensors="np")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = sess.run(["logits"], {i.name: enc[i.name] for i in sess.get_inputs()})[0]
+    with torch.no_grad():
+        ref = model(**tok(texts, padding=True, return_tensors="pt")).logits
+    assert torch.allclose(torch.from_numpy(logits), ref, atol=1e-4)
+    scores = info["on_eval_file"]
+    assert scores["onnx"]["accuracy"] == scores["pytorch"]["accuracy"] == \
+        json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert (out / "model_quantized.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+    assert "ONNX parity" in r.output and "onnx-int8: accuracy" in r.output and 0 <= scores["onnx-int8"]["accuracy"] <= 1
+
+
+def test_onnx_options_need_onnx_format(tiny_bert, toy_files, tmp_path):
+    run = tmp_path / "run"
+    run_tune(make_config(tiny_bert, toy_files, "full", run, ["train.epochs=1"]), log=lambda *a: None)
+    r = runner.invoke(app, ["export", str(run), "--output", str(tmp_path / "x"), "--int8"])
+    assert_one_line_error(r, "--format onnx")
+    r = runner.invoke(app, ["export", str(run), "--output", str(tmp_path / "x"), "--format", "onnx",
+                            "--eval-file", str(tmp_path / "missing.csv")])
+    assert_one_line_error(r, "file not found", "--eval-file")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()

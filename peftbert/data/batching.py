@@ -16,8 +16,9 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
 class LengthGroupedEpochSampler(Sampler):
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_size: int = 50):
         self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+        self.group_size = group_size  # batches per sorted mega-batch
 
     def set_epoch(self, epoch: int) -> None:  # called by Accelerate's loader at the start of every epoch
         self.epoch = epoch
@@ -27,4 +28,7 @@ class LengthGroupedEpochSampler(Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+        # (transformers caps the mega-batch at a quarter of the data: min(n // (4 * batch), group_size) batches)
+        mult = max(1, min(len(self.lengths) // (4 * self.batch_size), self.group_size))
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=mult,
+                                               generator=generator))

@@ -53,6 +53,8 @@ def infer_label_names(values: pd.Series) -> list[str]:
 def to_frame(df, text, pair, label, names, where) -> pd.DataFrame:
     """Select and normalise columns; map labels (names or ids) to ids, rejecting unknown ones."""
     check_columns(df, text, pair, label, where)
+    for col in (text, pair) if pair is not None else (text,):
+        check_text(df[col], col, where)
     out = pd.DataFrame({"text": df[text].astype(str)})
     if pair is not None:
         out["text_pair"] = df[pair].astype(str)
@@ -65,6 +67,24 @@ def check_columns(df, text, pair, label, where):
         if col is not None and col not in df.columns:
             raise UserError(f"column {col!r} not found in {where} (columns: {', '.join(map(str, df.columns))}); "
                             f"pass {flag}")
+
+
+def check_text(values: pd.Series, col, where) -> None:
+    """No empty or missing texts: a blank row would be trained on (or scored) as if it said something."""
+    blank = (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+    if blank.any():
+        rows = blank.nonzero()[0]
+        more = f" and {len(rows) - 1} more row(s)" if len(rows) > 1 else ""
+        raise UserError(f"text is blank in {where} row {rows[0] + 1}{more} (column {col!r}); fill in or remove "
+                        "those rows")
+
+
+def check_classes(labels, names: list[str], where) -> None:
+    """A classifier learns nothing from a training set of one class."""
+    present = sorted(set(labels))
+    if len(present) < 2:
+        found = f"only one label ({names[present[0]]!r})" if present else "no labels"
+        raise UserError(f"{where} has {found}; a classifier needs at least 2 classes in its training set")
 
 
 def map_labels(values: pd.Series, names: list[str], where) -> list[int]:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from ..config import DataArgs
 from ..errors import UserError
-from .frames import TaskData, infer_label_names, pick_column, to_frame
+from .frames import TaskData, check_classes, infer_label_names, pick_column, to_frame
 
 
 def load_hub_task(args: DataArgs):
@@ -33,5 +33,6 @@ def load_hub_task(args: DataArgs):
             if split != "train" and (pd.to_numeric(df[label], errors="coerce") < 0).all():
                 continue  # GLUE-style hidden test labels (-1)
             frames[split] = to_frame(df, text, args.text_pair_column, label, names, f"{args.task}:{split}")
+    check_classes(frames["train"]["label"], names, f"{args.task}:train")
     return TaskData(args.task, names, frames["train"], frames.get("validation", pd.DataFrame()),
                     frames.get("test"), f"hub:{args.task}")

@@ -145,6 +145,9 @@ class MLMCollator:
         out = {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()}
         if self.whole_word:
             out["word_start"] = torch.as_tensor(np.stack([it["word_start"] for it in items]))
+        if "next_sentence_label" in items[0]:  # segment pairs (data.nsp)
+            out["token_type_ids"] = torch.as_tensor(np.stack([it["token_type_ids"] for it in items]), dtype=torch.long)
+            out["next_sentence_label"] = torch.as_tensor([int(it["next_sentence_label"]) for it in items])
         return out
 
     def mask(self, input_ids, attention_mask, word_start=None, generator=None):
@@ -153,9 +156,9 @@ class MLMCollator:
 
     def __call__(self, items, generator=None) -> dict:
         b = self.batch(items)
-        inputs, labels = self.mask(b["input_ids"], b["attention_mask"], b.get("word_start"), generator)
-        return {"input_ids": inputs, "attention_mask": b["attention_mask"], "labels": labels}
+        inputs, labels = self.mask(b.pop("input_ids"), b["attention_mask"], b.pop("word_start", None), generator)
+        return {"input_ids": inputs, "labels": labels, **b}
 
-    def fixed(self, blocks: Blocks, seed: int) -> dict:
+    def fixed(self, blocks, seed: int) -> dict:
         """The held-out set masked once, from a seeded generator: the same masks before and after training."""
         return self([blocks[i] for i in range(len(blocks))], generator=torch.Generator().manual_seed(seed))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
 
 import pandas as pd
@@ -14,12 +15,8 @@ SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 def read_table(path: str | Path, *, glue_tsv: bool = False, header: bool = True, names=None) -> pd.DataFrame:
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"file not found: {p} (check the path given to --train-file/--validation-file/--test-file)")
-    name = p.name.lower().removesuffix(".gz")
-    kind = next((s for s in SUFFIXES if name.endswith(s)), None)
-    if kind is None:
-        raise UserError(f"cannot read {p}: expected one of {', '.join(SUFFIXES)} (optionally .gz)")
+    check_file(p, "--train-file/--validation-file/--test-file", SUFFIXES)
+    kind = next(s for s in SUFFIXES if p.name.lower().removesuffix(".gz").endswith(s))
     try:
         if kind == ".parquet":
             df = pd.read_parquet(p)
@@ -32,10 +29,42 @@ def read_table(path: str | Path, *, glue_tsv: bool = False, header: bool = True,
             df = pd.read_csv(p, sep=sep, quoting=quoting, encoding="utf-8-sig", keep_default_na=False,
                              header=0 if header else None, names=names, dtype=str if glue_tsv else None,
                              on_bad_lines="error")
-    except UserError:
-        raise
+    except UnicodeDecodeError:
+        raise not_utf8(p) from None
     except Exception as e:  # pandas raises many types; the user needs only the first line
         raise UserError(f"cannot parse {p}: {str(e).splitlines()[0][:200]}") from None
     if len(df) == 0:
         raise UserError(f"{p} has no rows")
     return df
+
+
+def check_file(p: Path, flag: str, suffixes: tuple[str, ...] = ()) -> None:
+    """An existing, readable, non-empty file (of one of `suffixes`), or one line that says what it is not."""
+    if p.is_dir():
+        raise UserError(f"{p} is a directory; pass a file to {flag}")
+    if not p.is_file():
+        raise UserError(f"file not found: {p} (check the path given to {flag})")
+    if suffixes and not p.name.lower().removesuffix(".gz").endswith(suffixes):
+        raise UserError(f"cannot read {p}: expected one of {', '.join(suffixes)} (optionally .gz)")
+    try:
+        with open(p, "rb") as f:
+            empty = not f.read(1)
+    except PermissionError:
+        raise UserError(f"cannot read {p}: permission denied (make it readable, e.g. chmod u+r {p})") from None
+    if empty:
+        raise UserError(f"{p} is empty (0 bytes); pass the file that holds the examples")
+
+
+def not_utf8(p: Path) -> UserError:
+    """Which line of a text file is not UTF-8: pandas reports a byte offset into its own buffer."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
+        where = "a byte"
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        where = f"line {line} has byte 0x{data[e.start]:02x}, which"
+    return UserError(f"{p} is not UTF-8: {where} is not valid UTF-8; re-save it as UTF-8 "
+                     f"(e.g. iconv -f latin1 -t utf-8 {p.name} > utf8-{p.name})")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import DataArgs
 from ..errors import UserError
-from .frames import TaskData, check_columns, infer_label_names, pick_column, to_frame
+from .frames import TaskData, check_classes, check_columns, infer_label_names, pick_column, to_frame
 from .readers import read_table
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -155,6 +155,7 @@ def _from_files(args: DataArgs) -> TaskData:
     check_columns(train, text, pair, label, args.train_file)
     names = list(args.label_names) if args.label_names else infer_label_names(train[label])
     frames = [to_frame(train, text, pair, label, names, args.train_file)]
+    check_classes(frames[0]["label"], names, args.train_file)
     for f in (args.validation_file, args.test_file):
         frames.append(to_frame(read_table(f), text, pair, label, names, f) if f else None)
     return TaskData(Path(args.train_file).stem, names, *frames, source=str(Path(args.train_file).resolve()))

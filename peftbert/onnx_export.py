@@ -1,0 +1,165 @@
+"""`peftbert export --format onnx`: a run as an ONNX graph for ONNX Runtime, checked against PyTorch.
+
+The graph comes from torch's dynamo exporter (`torch.onnx.export(dynamo=True)`), batch and sequence length
+dynamic. Measured on the embedded MiniLM: its logits match PyTorch to 3e-8, while the older TorchScript
+exporter (`dynamo=False`) gave 3e-2 on padded batches. optimum's exporter is not used: optimum-onnx 0.1
+requires transformers < 4.58 (installing it downgraded transformers 5 here). The directory holds
+model.onnx (and model_quantized.onnx with --int8), config.json with the label names and the tokenizer:
+the layout optimum's ORTModelForSequenceClassification reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from .errors import UserError
+
+PARITY_ATOL = 1e-4  # largest |logit difference| to PyTorch an export may have
+# texts of very different lengths, so the check pads: padding is where exporters go wrong
+PROBE_TEXTS = ["Shares rose.", "The central bank kept rates unchanged and signalled patience on further moves, "
+               "citing moderating inflation and a cooling labour market.", "Revenue missed estimates by 4%.",
+               "ok"]
+
+
+class LogitsOnly(torch.nn.Module):
+    """The classifier with positional inputs and one output, as the exporter wants it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+
+def input_names(tokenizer) -> list[str]:
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+
+
+@contextlib.contextmanager
+def quiet(logger: str):
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def export_onnx(model, tokenizer, path: Path) -> None:
+    names = input_names(tokenizer)
+    enc = tokenizer(PROBE_TEXTS[:2], padding=True, return_tensors="pt")  # batch 2: the batch dim stays dynamic
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    try:
+        # the exporter prints progress and warns about internals; the user gets our one line instead
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet("torch.onnx"):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(LogitsOnly(model), tuple(enc[n] for n in names), str(path), input_names=names,
+                              output_names=["logits"], dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+                              dynamo=True, external_data=False)
+    except Exception as e:  # the exporter raises many kinds; the first line names the unsupported operation
+        raise UserError(f"ONNX export failed: {str(e).strip().splitlines()[0][:200]} "
+                        "(export --format hf and convert that, or report the model type)") from None
+
+
+def quantize(src: Path, dst: Path) -> None:
+    """ONNX Runtime's dynamic int8 quantisation: int8 weights, activations quantised per batch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet(""):  # it logs to the root
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session that answers like a transformers classifier (`.config`, `(**batch).logits`),
+    so predict's length-sorted batching serves it unchanged."""
+
+    def __init__(self, path: Path, config):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()  # the same cores PyTorch uses, for a fair figure
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.config = config
+
+    def __call__(self, **batch):
+        feed = {n: batch[n].numpy() for n in self.inputs}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
+
+
+def parity(model, onnx_model, tokenizer) -> float:
+    enc = tokenizer(PROBE_TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ref = model(**enc).logits.float()
+    return (onnx_model(**enc).logits - ref).abs().max().item()
+
+
+def timed_predictions(model, tokenizer, texts, max_length) -> tuple[list[int], float]:
+    from .predict import predict_proba
+
+    t = time.perf_counter()
+    preds = predict_proba(model, tokenizer, texts, max_length=max_length).argmax(-1).tolist()
+    return preds, len(texts) / (time.perf_counter() - t)
+
+
+def compare_on_file(engines: dict, tokenizer, file: str, names: list[str], max_length: int, log) -> dict:
+    """Accuracy and texts/s of each engine on a labelled file; the first engine is the reference."""
+    from .data.frames import map_labels, pick_column
+    from .data.readers import read_table
+
+    df = read_table(file)
+    text = pick_column(df, None, ("text", "sentence", "sentence1"), "text", file)
+    label = pick_column(df, None, ("label",), "label", file)
+    texts, gold = df[text].astype(str).tolist(), map_labels(df[label], names, file)
+    report, reference = {}, None
+    for name, model in engines.items():
+        preds, speed = timed_predictions(model, tokenizer, texts, max_length)
+        reference = reference or preds
+        acc = sum(p == g for p, g in zip(preds, gold)) / len(gold)
+        agree = sum(p == r for p, r in zip(preds, reference)) / len(gold)
+        report[name] = {"accuracy": acc, "texts_per_second": round(speed, 1), "agreement_with_pytorch": agree}
+        log(f"{name}: accuracy {acc:.4f}, {speed:,.0f} texts/s, same label as PyTorch on {agree:.2%} of "
+            f"{len(gold):,} rows")
+    return report
+
+
+def write_onnx(model, tokenizer, tmp: Path, info: dict, *, int8: bool, eval_file: str | None, log) -> dict:
+    """Export into `tmp`, check parity, optionally quantise and score: the export_info fields."""
+    import importlib.util
+
+    missing = [p for p in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(p) is None]
+    if missing:
+        raise UserError(f"--format onnx needs {', '.join(missing)}: pip install 'peftbert[onnx]'")
+    if eval_file and not Path(eval_file).is_file():
+        raise UserError(f"file not found: {eval_file} (check the path given to --eval-file)")
+    tmp.mkdir(parents=True)
+    export_onnx(model, tokenizer, tmp / "model.onnx")
+    model.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    fp32 = OnnxClassifier(tmp / "model.onnx", model.config)
+    diff = parity(model, fp32, tokenizer)
+    if diff > PARITY_ATOL:
+        raise UserError(f"the ONNX graph differs from PyTorch by {diff:.2e} in the logits (limit {PARITY_ATOL:g}); "
+                        "not written. Export --format hf instead and report the model type")
+    log(f"ONNX parity: largest logit difference to PyTorch {diff:.1e} (limit {PARITY_ATOL:g})")
+    engines = {"pytorch": model, "onnx": fp32}
+    if int8:
+        quantize(tmp / "model.onnx", tmp / "model_quantized.onnx")
+        engines["onnx-int8"] = OnnxClassifier(tmp / "model_quantized.onnx", model.config)
+    extra = {"parity_max_abs_logit_diff": diff, "int8": int8}
+    if eval_file:
+        max_length = info.get("max_length") or 512
+        extra["eval_file"] = str(Path(eval_file).resolve())
+        extra["on_eval_file"] = compare_on_file(engines, tokenizer, eval_file, info["label_names"], max_length, log)
+    return extra
