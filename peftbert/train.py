@@ -252,16 +252,19 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
                 res.steps += 1
                 bar.update(1)
                 epoch_float = epoch + batch_idx / len(loader)
+                # a non-finite loss stops the run before it is logged, evaluated or saved: checkpoints stay good
+                epoch_end = batch_idx == len(loader)
+                evaluating = (res.steps % args.eval_every == 0) if args.eval_every else epoch_end
+                saving = args.save_every and res.steps % args.save_every == 0 and out_dir is not None
+                if res.steps % args.log_every == 0 or evaluating or saving:
+                    check_finite(running.item() / n_loss, res.steps, args, acc, out_dir)
                 if res.steps % args.log_every == 0:
                     mean_loss = running.item() / n_loss
                     acc.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=res.steps)
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     running, n_loss = 0.0, 0
-                stop = False
-                epoch_end = batch_idx == len(loader)
-                if (res.steps % args.eval_every == 0) if args.eval_every else epoch_end:
-                    stop = do_eval(epoch_float)
-                if args.save_every and res.steps % args.save_every == 0 and out_dir is not None:
+                stop = do_eval(epoch_float) if evaluating else False
+                if saving:
                     # (epoch, batches done): resuming skips them; a finished epoch still gets its evaluation
                     save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state)
                 if stop or res.steps >= total_steps:
@@ -283,6 +286,17 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
         tracker.finish()
     set_seed(args.seed)
     return res
+
+
+def check_finite(mean_loss: float, step: int, args: TrainArgs, acc, out_dir: Path | None) -> None:
+    if math.isfinite(mean_loss):
+        return
+    why = f"the learning rate ({args.lr:g}) is likely too high"
+    if acc.mixed_precision != "no":
+        why += f", or {acc.mixed_precision} overflowed (try --precision no)"
+    kept = out_dir is not None and any((out_dir / CKPT_DIR).glob("checkpoint_*"))
+    then = " (its last checkpoint is intact: --resume latest continues from it)" if kept else ""
+    raise UserError(f"the training loss became {mean_loss} by step {step}: {why}; stopped without saving{then}")
 
 
 def resumed_batches(acc, loader, skip: int):

@@ -7,6 +7,7 @@ import torch
 
 from helpers import make_config
 from peftbert import train as train_mod
+from peftbert.errors import UserError
 from peftbert.tuning import run_tune
 from peftbert.predict import load_run
 
@@ -81,3 +82,26 @@ def test_bf16_trains_on_cpu(tiny_bert, toy_files, tmp_path):
     m = run_tune(make_config(tiny_bert, toy_files, "lora", tmp_path / "r", ["train.epochs=1", "train.precision=bf16"]),
                  log=lambda *a: None)
     assert m["precision"] == "bf16"
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_bert, toy_files, tmp_path, monkeypatch):
+    real_train = train_mod.train
+
+    def poison_at_5(model, step):  # what a too-high learning rate does, made certain
+        if step == 5:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+    def train_with_poison(*a, **kw):
+        kw["hooks"] = train_mod.Hooks(on_optimizer_step=poison_at_5)
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr("peftbert.tuning.train", train_with_poison)
+    out = tmp_path / "r"
+    cfg = make_config(tiny_bert, toy_files, "full", out, ["train.epochs=3", "train.save_every=4", "train.log_every=3"])
+    with pytest.raises(UserError, match=r"loss became nan by step 6: the learning rate .* too high.*--resume latest"):
+        run_tune(cfg, log=lambda *a: None)
+    assert not (out / "metrics.json").exists()
+    (ckpt,) = (out / "checkpoints").glob("checkpoint_*")  # step 4's, written before the loss went bad
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 4
