@@ -36,8 +36,8 @@ lines = ["# Length-grouped vs random batches, short runs (full fine-tuning, 3,00
          "benchmarks/speed/short/*.json (test = valid.csv, 2,388 rows).", "",
          "Modes: grouped = mega-batches of 50 batches sorted by length (transformers' default), groupedN = N batches, "
          "random = shuffled.", "",
-         "| batches | seeds | test accuracy (mean ± sd) | test macro-F1 (mean ± sd) | per seed (acc / F1) |",
-         "|---|---|---|---|---|"]
+         "| batches | seeds | test accuracy (mean ± sd) | test macro-F1 (mean ± sd) | per seed (acc / F1) | host |",
+         "|---|---|---|---|---|---|"]
 modes = sorted({f.name.rsplit("-s", 1)[0] for f in d.glob("*-s*.json")})
 for mode in modes:
     runs = sorted((json.loads(f.read_text()) for f in d.glob(f"{mode}-s*.json")), key=lambda m: m["seed"])
@@ -45,7 +45,8 @@ for mode in modes:
     sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
     lines.append(f"| {mode} | {' '.join(str(m['seed']) for m in runs)} | {statistics.mean(acc):.4f} ± {sd(acc):.4f} | "
                  f"{statistics.mean(f1):.4f} ± {sd(f1):.4f} | "
-                 + ", ".join(f"s{m['seed']} {a:.4f} / {b:.4f}" for m, a, b in zip(runs, acc, f1)) + " |")
+                 + ", ".join(f"s{m['seed']} {a:.4f} / {b:.4f}" for m, a, b in zip(runs, acc, f1)) + " | "
+                 + ", ".join(sorted({m["precision_choice"].split("(")[-1].split(":")[0] for m in runs})) + " |")
 Path("benchmarks/speed/checks.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -136,7 +136,10 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
     from .bench_report import write_reports
     from .tuning import run_tune
 
-    state = PartialState()  # under `accelerate launch` every process runs each cell; one writes the tables
+    from .train import use_cpu
+
+    # under `accelerate launch` every process runs each cell; one writes the tables
+    state = PartialState(cpu=use_cpu(cpu))
     results = []
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.name
@@ -144,7 +147,9 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
         if done.exists():
             log(f"[{i}/{len(cells)}] {cell.name}: done, kept")
         else:
-            resume = "latest" if (cell_dir / "checkpoints").is_dir() else None
+            # a complete checkpoint (a killed cell may have left only a partial one): resume; otherwise start over
+            complete = list((cell_dir / "checkpoints").glob("checkpoint_*/trainer_state.json"))
+            resume = "latest" if complete else None
             log(f"[{i}/{len(cells)}] {cell.name}" + (" (resuming)" if resume else ""))
             cfg = dataclasses.replace(cell.cfg, output=str(cell_dir))
             run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=lambda *a, **k: log("   ", *a, **k))

@@ -95,6 +95,12 @@ def precision_note(acc, asked: str) -> str:
     return hardware.describe(asked, acc.mixed_precision, acc.device.type == "cpu")
 
 
+def use_cpu(cpu: bool) -> bool:
+    """With no GPU, say cpu=True: Accelerate only detects multi-process CPU runs (gloo) in CPU mode, and the
+    first PartialState of a process decides it for every later Accelerator."""
+    return cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
 def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, precision: str | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -106,8 +112,7 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, p
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     set_seed(args.seed)
-    # With no GPU, say cpu=True: Accelerate only detects multi-process CPU runs (gloo) in CPU mode.
-    cpu = cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    cpu = use_cpu(cpu)
     precision = precision or agreed_precision(args.precision, cpu)
     acc = Accelerator(
         mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=args.grad_accum,
@@ -155,7 +160,9 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     hooks = hooks or Hooks()
     acc = accelerator
     if args.group_by_length and getattr(train_ds, "lengths", None) is not None:
-        sampler = LengthGroupedEpochSampler(train_ds.lengths, args.batch_size, args.seed, args.group_size)
+        # grouped by the global batch: N processes then train on the batches one process would (each its share)
+        sampler = LengthGroupedEpochSampler(train_ds.lengths, args.batch_size * acc.num_processes, args.seed,
+                                            args.group_size)
         loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
     else:  # Accelerate swaps the shuffle for its seedable sampler
         loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
@@ -319,21 +326,31 @@ def resumed_batches(acc, loader, skip: int):
 
 def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch: int, batches_in_epoch: int,
                     best_state):
-    """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last:
-    a checkpoint without trainer_state.json is incomplete and never resumed from."""
+    """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last
+    and atomically: a checkpoint without trainer_state.json is incomplete and never resumed from. A failed
+    write (a full disk) removes the partial checkpoint and stops the run; the previous one stays as it was."""
+    from .runinfo import write_text
+
     acc.project_configuration.iteration = res.steps  # the checkpoint is named after its step
     ckpt = out_dir / CKPT_DIR / f"checkpoint_{res.steps}"
     if acc.is_main_process and ckpt.exists():  # left half-written by a crash before a resume: redo it
         shutil.rmtree(ckpt)
     acc.wait_for_everyone()
-    acc.save_state()
-    if acc.is_main_process:
-        state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
-                 "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
-                 "best_eval": res.best_eval, "bad_evals": bad_evals, "precision": acc.mixed_precision}
-        if best_state is not None:
-            torch.save(best_state, ckpt / "best_state.pt")
-        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    try:
+        acc.save_state()
+        if acc.is_main_process:
+            state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
+                     "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
+                     "best_eval": res.best_eval, "bad_evals": bad_evals, "precision": acc.mixed_precision}
+            if best_state is not None:
+                torch.save(best_state, ckpt / "best_state.pt")
+            write_text(ckpt / "trainer_state.json", json.dumps(state))
+    except OSError as e:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        done = [p.name for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()]
+        kept = f"; {max(done, key=lambda n: int(n.split('_')[-1]))} is intact (--resume latest)" if done else ""
+        raise UserError(f"could not write checkpoint {ckpt}: {e.strerror or e}; free disk space or save less "
+                        f"often (--save-every){kept}") from None
     acc.wait_for_everyone()
 
 

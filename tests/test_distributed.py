@@ -15,14 +15,19 @@ needs_launcher = pytest.mark.skipif(shutil.which("accelerate") is None and not o
                                     reason="accelerate CLI not installed")
 
 
-def launch_tune(*args) -> dict:
-    """`peftbert tune ARGS` on two CPU processes; its metrics.json."""
+def launch(command, *args) -> Path:
+    """`peftbert COMMAND ARGS` on two CPU processes; its --output directory."""
     # --multi_gpu with no GPU present gives MULTI_CPU (gloo); --cpu would force a single process
     cmd = [LAUNCHER, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "peftbert.cli", "tune", *map(str, args)]
+           "--dynamo_backend", "no", "-m", "peftbert.cli", command, *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads((Path(args[args.index("--output") + 1]) / "metrics.json").read_text())
+    return Path(args[args.index("--output") + 1])
+
+
+def launch_tune(*args) -> dict:
+    """`peftbert tune ARGS` on two CPU processes; its metrics.json."""
+    return json.loads((launch("tune", *args) / "metrics.json").read_text())
 
 
 @needs_launcher
@@ -49,3 +54,69 @@ def test_adalora_schedule_is_the_steps_run_under_two_processes_and_accumulation(
     assert m["num_processes"] == 2 and m["steps"] == 2 * 3
     assert m["adalora"]["schedule"]["total_step"] == m["steps"]
     assert m["adalora"]["final_total_rank"] == m["adalora"]["target_total_rank"]  # the pruning ran to the end
+
+
+@needs_launcher
+def test_two_processes_train_like_one_with_the_same_global_batch(tiny_bert, toy_files, tmp_path):
+    """Without dropout (the only randomness that differs per process), 2 processes x 16 rows give the weights and
+    scores of 1 process x 32: same batches (the length-grouped order is cut by the global batch), averaged gradients."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = tmp_path / "no-dropout"
+    shutil.copytree(tiny_bert, model)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "hidden_dropout_prob": 0.0,
+                                                   "attention_probs_dropout_prob": 0.0}))
+    common = ["--model", model, "--train-file", toy_files["train"], "--validation-file", toy_files["validation"],
+              "--test-file", toy_files["test"], "--epochs", "2", "--max-length", "16", "--method", "full",
+              "--lr", "1e-3", "--precision", "no"]
+    one = tmp_path / "one"
+    r = subprocess.run([sys.executable, "-m", "peftbert.cli", "tune", *map(str, common), "--batch-size", "32",
+                        "--output", str(one)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = launch_tune(*common, "--batch-size", "16", "--output", tmp_path / "two")
+    m1 = json.loads((one / "metrics.json").read_text())
+    assert m1["steps"] == two["steps"] == 10 and two["num_processes"] == 2
+    for split in ("validation", "test"):
+        assert two[split]["accuracy"] == m1[split]["accuracy"] and two[split]["confusion_matrix"] == \
+            m1[split]["confusion_matrix"]
+    a = AutoModelForSequenceClassification.from_pretrained(one).state_dict()
+    b = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two").state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+@needs_launcher
+def test_adapt_under_two_processes(tiny_bert, tmp_path):
+    """Held-out masked tokens counted once (as one process counts them), the planned steps, one writer."""
+    corpus = tmp_path / "corpus.txt"
+    words = ["profit", "loss", "the", "company", "market", "quarter", "shares", "growth", "cut", "debt"]
+    corpus.write_text("".join(" ".join(words[(i * 7 + j) % 10] for j in range(12)) + "\n" + ("\n" if i % 4 == 3 else "")
+                              for i in range(120)))
+    args = ["--model", tiny_bert, "--corpus", corpus, "--max-steps", "6", "--batch-size", "4", "--block-size", "32",
+            "--head-warmup-steps", "0", "--lr", "1e-3", "--precision", "no", "--eval-every", "3"]
+    one = tmp_path / "one"
+    r = subprocess.run([sys.executable, "-m", "peftbert.cli", "adapt", *map(str, args), "--output", str(one)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = launch("adapt", *args, "--output", tmp_path / "two")
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert m2["num_processes"] == 2 and m2["steps"] == 6
+    # the same held-out set, masked once: before training the two scores agree up to float noise
+    assert m2["heldout_before"]["masked_tokens"] == m1["heldout_before"]["masked_tokens"]
+    assert abs(m2["heldout_before"]["loss"] - m1["heldout_before"]["loss"]) < 1e-4
+    assert m2["heldout_after"]["loss"] < m2["heldout_before"]["loss"]
+    assert len((two / "eval_log.jsonl").read_text().splitlines()) == 2  # one writer
+
+
+@needs_launcher
+def test_bench_under_two_processes(tiny_bert, toy_files, tmp_path):
+    out = launch("bench", "--models", tiny_bert, "--methods", "full,lora", "--seeds", "1", "--train-file",
+                 toy_files["train"], "--validation-file", toy_files["validation"], "--test-file", toy_files["test"],
+                 "--epochs", "1", "--max-length", "16", "--precision", "no", "--output", tmp_path / "grid")
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + one row per cell, written once
+    for cell in (out / "runs").iterdir():
+        m = json.loads((cell / "metrics.json").read_text())
+        assert m["num_processes"] == 2 and m["test"]["n"] == 40

@@ -1,0 +1,150 @@
+"""Faults: SIGKILL at seeded random moments (mid-checkpoint write included) and a full disk while saving.
+
+Each killed command is resumed the way a user would (`--resume latest`, or the same `bench` command again) and
+must end where the uninterrupted run ends: same weights, same metrics.
+"""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+from helpers import make_config
+from peftbert.errors import UserError
+from peftbert.tuning import run_tune
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PEFTBERT_DATA_DIR": ""}
+
+
+def peftbert(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peftbert.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=ENV)
+
+
+def kill_when(args, ready, rng, timeout=120) -> bool:
+    """Start `peftbert ARGS`; SIGKILL it as soon as `ready()` holds (polled every ms), plus a random 0-30 ms.
+    False if it finished first."""
+    p = subprocess.Popen([sys.executable, "-m", "peftbert.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=ENV)
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < timeout:
+        if ready():
+            time.sleep(rng.uniform(0, 0.03))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            return True
+        time.sleep(0.001)
+    p.wait()
+    return False
+
+
+def checkpoint_appears(out: Path, step: int):
+    return lambda: (out / "checkpoints" / f"checkpoint_{step}").exists()  # the directory comes before its files
+
+
+def same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def resume_or_restart(args, out):
+    """What a user does after a crash: resume; with no complete checkpoint yet, start again."""
+    r = peftbert(*args, "--resume", "latest")
+    if r.returncode != 0 and "no checkpoint to resume" in r.stderr:
+        r = peftbert(*args, "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tune_killed_at_random_resumes_to_the_same_result(tiny_bert, toy_files, tmp_path, seed):
+    rng = random.Random(seed)
+    base = ["tune", "--model", tiny_bert, "--train-file", toy_files["train"], "--validation-file",
+            toy_files["validation"], "--method", "full", "--epochs", "4", "--save-every", "2", "--lr", "1e-3",
+            "--precision", "no", "--max-length", "16", "--report-to", "none"]
+    assert peftbert(*base, "--output", tmp_path / "straight").returncode == 0
+    out = tmp_path / "killed"
+    args = [*base, "--output", out]
+    assert kill_when(args, checkpoint_appears(out, rng.choice([2, 6, 10, 14])), rng)
+    resume_or_restart(args, out)
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["validation"] == straight["validation"] and resumed["steps"] == straight["steps"]
+    same_weights(AutoModelForSequenceClassification.from_pretrained(tmp_path / "straight").state_dict(),
+                 AutoModelForSequenceClassification.from_pretrained(out).state_dict())
+
+
+def test_adapt_killed_mid_checkpoint_resumes_to_the_same_result(tiny_bert, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    rng = random.Random(3)
+    words = ["profit", "loss", "the", "company", "market", "quarter", "shares", "growth", "cut", "debt"]
+    corpus.write_text("".join(" ".join(rng.choice(words) for _ in range(12)) + "\n" + ("\n" if i % 4 == 3 else "")
+                              for i in range(200)))
+    base = ["adapt", "--model", tiny_bert, "--corpus", corpus, "--max-steps", "24", "--save-every", "4",
+            "--eval-every", "8", "--batch-size", "8", "--block-size", "32", "--head-warmup-steps", "0",
+            "--lr", "1e-3", "--precision", "no", "--report-to", "none"]
+    assert peftbert(*base, "--output", tmp_path / "straight").returncode == 0
+    out = tmp_path / "killed"
+    args = [*base, "--output", out]
+    assert kill_when(args, checkpoint_appears(out, rng.choice([8, 12, 16])), rng)
+    resume_or_restart(args, out)
+    same_weights(AutoModelForMaskedLM.from_pretrained(tmp_path / "straight").state_dict(),
+                 AutoModelForMaskedLM.from_pretrained(out).state_dict())
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "straight", out))
+    assert a["heldout_after"] == pytest.approx(b["heldout_after"], abs=1e-6)
+
+
+def test_bench_grid_killed_mid_cell_continues_to_the_same_tables(tiny_bert, toy_files, tmp_path):
+    def grid(out):
+        return ["bench", "--models", tiny_bert, "--methods", "full,lora", "--seeds", "1,2", "--train-file",
+                toy_files["train"], "--validation-file", toy_files["validation"], "--test-file", toy_files["test"],
+                "--epochs", "2", "--max-length", "16", "--precision", "no", "--output", out,
+                "--set", "train.report_to=none"]
+
+    r = peftbert(*grid(tmp_path / "straight"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "killed"
+    runs = out / "runs"
+    # killed while the third cell is under way (two finished, one half-written)
+    assert kill_when(grid(out), lambda: runs.is_dir() and len(list(runs.iterdir())) >= 3, random.Random(5))
+    r = peftbert(*grid(out))  # the same command again continues the grid
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = ((d / "results.csv").read_text().splitlines() for d in (tmp_path / "straight", out))
+    cols = a[0].split(",")
+    keep = [i for i, c in enumerate(cols) if "seconds" not in c and "per_second" not in c and "memory" not in c
+            and c not in ("run_dir", "output")]
+    strip = lambda rows: sorted(",".join(r.split(",")[i] for i in keep) for r in rows[1:])  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_bert, toy_files, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    real_save, calls, out = Accelerator.save_state, [], tmp_path / "r"
+
+    def save_state(self, *a, **kw):
+        calls.append(self.project_configuration.iteration)
+        if len(calls) == 2:  # half of the second checkpoint is written, then the disk is full
+            part = out / "checkpoints" / f"checkpoint_{calls[-1]}"
+            part.mkdir(parents=True)
+            (part / "model.safetensors").write_bytes(b"\0" * 64)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, *a, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    cfg = make_config(tiny_bert, toy_files, "full", out, ["train.epochs=3", "train.save_every=4"])
+    with pytest.raises(UserError, match=r"checkpoint_8: No space left on device; .*checkpoint_4 is intact"):
+        run_tune(cfg, log=lambda *a: None)
+    assert not (out / "checkpoints" / "checkpoint_8").exists() and not (out / "metrics.json").exists()
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    m = run_tune(cfg, resume="latest", log=lambda *a: None)
+    assert m["steps"] == 30  # 160 rows, batches of 16, 3 epochs: the run finished from checkpoint_4
