@@ -319,6 +319,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         heads = "pre-training heads (masked LM, next sentence)" if a.nsp else "masked-LM head"
         log(f"the checkpoint lacks {heads}: initialised them, the decoder tied to the input embeddings")
     collate = MLMCollator(tokenizer, a.mlm_probability, a.whole_word_mask)
+    collate.shard = (acc.process_index, acc.num_processes)  # masks as one process would draw them
     heldout = collate.fixed(heldout_blocks, t.seed)
     net = PredictedOnly(model.to(acc.device), masker=collate).eval()
     before = make_evaluator(acc, heldout, t.eval_batch_size)(net)

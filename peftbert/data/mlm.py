@@ -95,31 +95,39 @@ class Blocks(Dataset):
                 "word_start": None if self.word_start is None else self.word_start[i]}
 
 
-def mask_tokens(ids, maskable, probability: float, mask_id: int, random_ids, word_start=None, generator=None):
-    """(inputs, labels) for a [batch, length] LongTensor; `maskable` marks real, non-special tokens."""
-    def rand():
-        return torch.rand(ids.shape, generator=generator, device=ids.device)
+def mask_tokens(ids, maskable, probability: float, mask_id: int, random_ids, word_start=None, generator=None,
+                shard: tuple[int, int] = (0, 1)):
+    """(inputs, labels) for a [batch, length] LongTensor; `maskable` marks real, non-special tokens.
 
-    draw = rand()
+    `shard` = (process index, process count): every random draw is made for the global batch (all processes'
+    rows, in process order, as Accelerate shards batches) and this process keeps its rows. So N processes
+    with batch B mask exactly as one process with batch N x B, and the RNG advances alike on all of them.
+    """
+    index, count = shard
+    rows = slice(index * ids.shape[0], (index + 1) * ids.shape[0])
+
+    def draw(fn, *args):
+        return fn(*args, (ids.shape[0] * count, ids.shape[1]), generator=generator, device=ids.device)[rows]
+
+    u = draw(torch.rand)
     if word_start is not None:
         # one draw per word (its index = number of word starts so far), shared by all its pieces
         word = torch.cumsum(word_start.long(), 1) - 1
-        draw = draw.gather(1, word)
+        u = u.gather(1, word)
     else:
         word = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-    chosen = (draw < probability) & maskable
+    chosen = (u < probability) & maskable
     # A row with nothing chosen teaches nothing, and an all-empty batch gives a NaN loss: pick one word.
+    pick = (draw(torch.rand) * maskable).argmax(1, keepdim=True)  # drawn always: the RNG advances alike
     empty = ~chosen.any(1) & maskable.any(1)
-    if empty.any():
-        pick = (rand() * maskable).argmax(1, keepdim=True)
-        chosen |= empty[:, None] & (word == word.gather(1, pick)) & maskable
+    chosen |= empty[:, None] & (word == word.gather(1, pick)) & maskable
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
-    roll = rand()
+    roll = draw(torch.rand)
     inputs = torch.where(chosen & (roll < 0.8), torch.full_like(ids, mask_id), ids)
     swap = chosen & (roll >= 0.8) & (roll < 0.9)
-    picks = torch.randint(len(random_ids), (int(swap.sum()),), generator=generator, device=ids.device)
-    inputs[swap] = random_ids.to(ids.device)[picks]
-    return inputs, labels
+    random_ids = random_ids.to(ids.device)
+    picks = draw(torch.randint, len(random_ids))
+    return torch.where(swap, random_ids[picks], inputs), labels
 
 
 class MLMCollator:
@@ -138,6 +146,7 @@ class MLMCollator:
         usable = torch.ones(len(tokenizer), dtype=torch.bool)
         usable[self.special] = False  # a "random" replacement is a real word, never [PAD] or [CLS]
         self.random_ids = usable.nonzero().squeeze(1)
+        self.shard = (0, 1)  # (process index, count) under `accelerate launch`: see mask_tokens
 
     def batch(self, items) -> dict:
         ids = torch.as_tensor(np.stack([it["input_ids"] for it in items]), dtype=torch.long)
@@ -152,7 +161,8 @@ class MLMCollator:
 
     def mask(self, input_ids, attention_mask, word_start=None, generator=None):
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special.to(input_ids.device))
-        return mask_tokens(input_ids, maskable, self.probability, self.mask_id, self.random_ids, word_start, generator)
+        return mask_tokens(input_ids, maskable, self.probability, self.mask_id, self.random_ids, word_start, generator,
+                           self.shard if generator is None else (0, 1))
 
     def __call__(self, items, generator=None) -> dict:
         b = self.batch(items)
