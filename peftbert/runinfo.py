@@ -65,13 +65,31 @@ def main_process_log(acc, log):
     return log if acc.is_main_process else (lambda *a, **k: None)
 
 
+def _write_errors():
+    from safetensors import SafetensorError  # safetensors' writer reports a full disk as its own error type
+
+    return (OSError, SafetensorError)
+
+
+WRITE_ERRORS = _write_errors()
+
+
+def io_reason(e: Exception) -> str:
+    """'No space left on device' from an OSError; the last clause of safetensors' message otherwise."""
+    return (e.strerror if isinstance(e, OSError) and e.strerror else str(e).split(": ")[-1]) or type(e).__name__
+
+
 def save_run(acc, out: Path, model, tokenizer, metrics: dict, extra=None) -> None:
     """The artefacts of a finished run, by the main process: weights (`save_pretrained`), tokenizer, then
     `extra(out)` (more files), then metrics.json, written last: its presence marks a finished run."""
     acc.wait_for_everyone()
     if acc.is_main_process:
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        if extra is not None:
-            extra(out)
-        write_json(out / "metrics.json", metrics)
+        try:
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            if extra is not None:
+                extra(out)
+            write_json(out / "metrics.json", metrics)
+        except WRITE_ERRORS as e:  # a full disk: no metrics.json, so the directory does not pass for a finished run
+            raise UserError(f"could not write the run to {out}: {io_reason(e)}; free disk space and run the "
+                            "same command with --resume latest (or --overwrite)") from None

@@ -229,7 +229,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,
                dynamic_ncols=True)
     # CPU dropout at a third of torch's cost, swapped in for the loop only, and out again on any exit
-    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"):
+    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"), bar:  # closed on errors too
         model.train()
         t0, running, n_loss, done = time.perf_counter(), 0.0, 0, res.steps >= total_steps
         epoch = start_epoch
@@ -329,7 +329,7 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
     """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last
     and atomically: a checkpoint without trainer_state.json is incomplete and never resumed from. A failed
     write (a full disk) removes the partial checkpoint and stops the run; the previous one stays as it was."""
-    from .runinfo import write_text
+    from .runinfo import WRITE_ERRORS, io_reason, write_text
 
     acc.project_configuration.iteration = res.steps  # the checkpoint is named after its step
     ckpt = out_dir / CKPT_DIR / f"checkpoint_{res.steps}"
@@ -345,11 +345,11 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
             if best_state is not None:
                 torch.save(best_state, ckpt / "best_state.pt")
             write_text(ckpt / "trainer_state.json", json.dumps(state))
-    except OSError as e:
+    except WRITE_ERRORS as e:
         shutil.rmtree(ckpt, ignore_errors=True)
         done = [p.name for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()]
         kept = f"; {max(done, key=lambda n: int(n.split('_')[-1]))} is intact (--resume latest)" if done else ""
-        raise UserError(f"could not write checkpoint {ckpt}: {e.strerror or e}; free disk space or save less "
+        raise UserError(f"could not write checkpoint {ckpt}: {io_reason(e)}; free disk space or save less "
                         f"often (--save-every){kept}") from None
     acc.wait_for_everyone()
 

@@ -30,15 +30,15 @@ def peftbert(*args) -> subprocess.CompletedProcess:
                           timeout=300, env=ENV)
 
 
-def kill_when(args, ready, rng, timeout=120) -> bool:
-    """Start `peftbert ARGS`; SIGKILL it as soon as `ready()` holds (polled every ms), plus a random 0-30 ms.
+def kill_when(args, ready, rng, timeout=120, jitter=0.03) -> bool:
+    """Start `peftbert ARGS`; SIGKILL it as soon as `ready()` holds (polled every ms), plus a random 0-`jitter` s.
     False if it finished first."""
     p = subprocess.Popen([sys.executable, "-m", "peftbert.cli", *map(str, args)], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=ENV)
     t0 = time.time()
     while p.poll() is None and time.time() - t0 < timeout:
         if ready():
-            time.sleep(rng.uniform(0, 0.03))
+            time.sleep(rng.uniform(0, jitter))
             p.send_signal(signal.SIGKILL)
             p.wait()
             return True
@@ -148,3 +148,31 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_bert, toy_fil
     monkeypatch.setattr(Accelerator, "save_state", real_save)
     m = run_tune(cfg, resume="latest", log=lambda *a: None)
     assert m["steps"] == 30  # 160 rows, batches of 16, 3 epochs: the run finished from checkpoint_4
+
+
+def test_file_size_limit_while_saving_is_one_line_and_keeps_the_checkpoint(tiny_bert, toy_files, tmp_path):
+    """A real write failure (RLIMIT_FSIZE: writes past 16 KB fail with EFBIG, as on a full disk) in the middle of
+    a checkpoint: one line, the partial checkpoint gone, the previous one intact and resumable."""
+    import resource
+
+    base = ["tune", "--model", tiny_bert, "--train-file", toy_files["train"], "--validation-file",
+            toy_files["validation"], "--method", "full", "--epochs", "3", "--save-every", "5", "--lr", "1e-3",
+            "--precision", "no", "--max-length", "16", "--report-to", "none", "--output", tmp_path / "r"]
+    out = tmp_path / "r"
+    assert kill_when(base, (out / "checkpoints" / "checkpoint_5" / "trainer_state.json").exists, random.Random(0),
+                     jitter=0)
+    complete = sorted((p.parent.name for p in (out / "checkpoints").glob("*/trainer_state.json")),
+                      key=lambda n: int(n.split("_")[1]))
+
+    def limit():  # Python ignores SIGXFSZ, so an oversized write raises instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+
+    r = subprocess.run([sys.executable, "-m", "peftbert.cli", *map(str, base), "--resume", "latest"],
+                       capture_output=True, text=True, timeout=300, env=ENV, preexec_fn=limit)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: could not write") and f"{complete[-1]} is intact" in line, line
+    # the partial checkpoint is gone; the complete ones are as they were
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted(complete)
+    assert peftbert(*base, "--resume", "latest").returncode == 0  # space again: it finishes
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 15
