@@ -174,7 +174,8 @@ class PredictedOnly(torch.nn.Module):
         if self.head is None:  # a head we do not know: the model's own (full) forward
             scores = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits[sel]
             return PretrainingOutput(loss=F.cross_entropy(scores.float(), labels[sel]), logits=scores)
-        hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        pair = {} if token_type_ids is None else {"token_type_ids": token_type_ids}  # (DistilBERT takes none)
+        hidden = self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask, **pair)
         head = getattr(self.mlm, self.head)
         scores = (head.predictions if self.nsp else head)(hidden[0][sel])
         loss = F.cross_entropy(scores.float(), labels[sel])

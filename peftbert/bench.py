@@ -136,7 +136,7 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
     from .bench_report import write_reports
     from .tuning import run_tune
 
-    from .train import use_cpu
+    from .train import complete_checkpoints, use_cpu
 
     # under `accelerate launch` every process runs each cell; one writes the tables
     state = PartialState(cpu=use_cpu(cpu))
@@ -148,8 +148,7 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
             log(f"[{i}/{len(cells)}] {cell.name}: done, kept")
         else:
             # a complete checkpoint (a killed cell may have left only a partial one): resume; otherwise start over
-            complete = list((cell_dir / "checkpoints").glob("checkpoint_*/trainer_state.json"))
-            resume = "latest" if complete else None
+            resume = "latest" if complete_checkpoints(cell_dir) else None
             log(f"[{i}/{len(cells)}] {cell.name}" + (" (resuming)" if resume else ""))
             cfg = dataclasses.replace(cell.cfg, output=str(cell_dir))
             run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=lambda *a, **k: log("   ", *a, **k))

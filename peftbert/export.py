@@ -23,6 +23,7 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
     from peft import PeftModel
 
     from .predict import load_run
+    from .runinfo import WRITE_ERRORS, io_reason
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {'|'.join(FORMATS)}, got {fmt!r}")
@@ -52,8 +53,10 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
         (tmp / "export_info.json").write_text(json.dumps(
             {"source_run": str(Path(run_dir).resolve()), "method": info["method"], "model": info["model"],
              "task": info["task"], "label_names": info["label_names"], "format": fmt, **extra}, indent=2) + "\n")
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, WRITE_ERRORS):  # a full disk: one line, and no half export left behind
+            raise UserError(f"could not write {out}: {io_reason(e)}; free disk space and export again") from None
         raise
     if out.exists():
         shutil.rmtree(out)

@@ -1,8 +1,9 @@
 """`peftbert export --format onnx`: a run as an ONNX graph for ONNX Runtime, checked against PyTorch.
 
 The graph comes from torch's dynamo exporter (`torch.onnx.export(dynamo=True)`), batch and sequence length
-dynamic. Measured on the embedded MiniLM: its logits match PyTorch to 3e-8, while the older TorchScript
-exporter (`dynamo=False`) gave 3e-2 on padded batches. optimum's exporter is not used: optimum-onnx 0.1
+dynamic. Measured once by hand on the embedded MiniLM (3 texts of different lengths, padded): logits within
+3e-8 of PyTorch, against 3e-2 for the older TorchScript exporter (`dynamo=False`); benchmarks/export/ shows
+~1e-6 on tuned runs. optimum's exporter is not used: optimum-onnx 0.1
 requires transformers < 4.58 (installing it downgraded transformers 5 here). The directory holds
 model.onnx (and model_quantized.onnx with --int8), config.json with the label names and the tokenizer:
 the layout optimum's ORTModelForSequenceClassification reads.
@@ -21,6 +22,7 @@ from types import SimpleNamespace
 import torch
 
 from .errors import UserError
+from .predict import predict_proba
 
 PARITY_ATOL = 1e-4  # largest |logit difference| to PyTorch an export may have
 # texts of very different lengths, so the check pads: padding is where exporters go wrong
@@ -105,26 +107,28 @@ def parity(model, onnx_model, tokenizer) -> float:
     return (onnx_model(**enc).logits - ref).abs().max().item()
 
 
-def timed_predictions(model, tokenizer, texts, max_length) -> tuple[list[int], float]:
-    from .predict import predict_proba
-
-    t = time.perf_counter()
-    preds = predict_proba(model, tokenizer, texts, max_length=max_length).argmax(-1).tolist()
-    return preds, len(texts) / (time.perf_counter() - t)
-
-
-def compare_on_file(engines: dict, tokenizer, file: str, names: list[str], max_length: int, log) -> dict:
-    """Accuracy and texts/s of each engine on a labelled file; the first engine is the reference."""
+def compare_on_file(engines: dict, tokenizer, file: str, info: dict, log) -> dict:
+    """Accuracy and texts/s of each engine on a labelled file with the run's columns; the first engine is the
+    reference. Each engine classifies a few texts first, so none pays another's start-up costs."""
     from .data.frames import map_labels, pick_column
     from .data.readers import read_table
 
+    data = info.get("data") or {}
     df = read_table(file)
-    text = pick_column(df, None, ("text", "sentence", "sentence1"), "text", file)
-    label = pick_column(df, None, ("label",), "label", file)
-    texts, gold = df[text].astype(str).tolist(), map_labels(df[label], names, file)
+    text = pick_column(df, data.get("text_column"), ("text", "sentence", "sentence1"), "text", file)
+    label = pick_column(df, data.get("label_column"), ("label",), "label", file)
+    pair_col = data.get("text_pair_column")
+    if pair_col and pair_col not in df.columns:
+        raise UserError(f"column {pair_col!r} (the run's text pair) not in {file}; columns: {', '.join(df.columns)}")
+    texts, gold = df[text].astype(str).tolist(), map_labels(df[label], info["label_names"], file)
+    pairs = df[pair_col].astype(str).tolist() if pair_col else None
+    max_length = info.get("max_length") or 512
     report, reference = {}, None
     for name, model in engines.items():
-        preds, speed = timed_predictions(model, tokenizer, texts, max_length)
+        predict_proba(model, tokenizer, texts[:64], pairs and pairs[:64], max_length=max_length)  # warm-up
+        t = time.perf_counter()
+        preds = predict_proba(model, tokenizer, texts, pairs, max_length=max_length).argmax(-1).tolist()
+        speed = len(texts) / (time.perf_counter() - t)
         reference = reference or preds
         acc = sum(p == g for p, g in zip(preds, gold)) / len(gold)
         agree = sum(p == r for p, r in zip(preds, reference)) / len(gold)
@@ -159,7 +163,6 @@ def write_onnx(model, tokenizer, tmp: Path, info: dict, *, int8: bool, eval_file
         engines["onnx-int8"] = OnnxClassifier(tmp / "model_quantized.onnx", model.config)
     extra = {"parity_max_abs_logit_diff": diff, "int8": int8}
     if eval_file:
-        max_length = info.get("max_length") or 512
         extra["eval_file"] = str(Path(eval_file).resolve())
-        extra["on_eval_file"] = compare_on_file(engines, tokenizer, eval_file, info["label_names"], max_length, log)
+        extra["on_eval_file"] = compare_on_file(engines, tokenizer, eval_file, info, log)
     return extra

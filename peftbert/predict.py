@@ -42,7 +42,8 @@ def load_run(run_dir: Path, merge: bool = False):
     recipe = run_dir / "recipe.yaml"
     if recipe.is_file():  # the length the run was trained with is the one to predict with
         import yaml
-        info.setdefault("max_length", (yaml.safe_load(recipe.read_text()).get("data") or {}).get("max_length"))
+        info.setdefault("data", (yaml.safe_load(recipe.read_text()) or {}).get("data") or {})  # its columns too
+        info.setdefault("max_length", info["data"].get("max_length"))
     id2label = dict(enumerate(info["label_names"]))
     tokenizer = load_tokenizer(str(run_dir))
     if (run_dir / "adapter_config.json").is_file():

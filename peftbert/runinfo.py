@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import shutil
@@ -47,7 +48,8 @@ def prepare_output(out: Path, overwrite: bool, resume: str | None) -> None:
         raise UserError(f"output directory {out} is not empty; pass --overwrite to replace it or --resume latest")
     if not any((out / m).exists() for m in RUN_MARKERS):
         raise UserError(f"refusing to overwrite {out}: it does not look like a peftbert run directory")
-    shutil.rmtree(out)
+    if os.environ.get("RANK", "0") == "0":  # under `accelerate launch` the others would race it (no state yet)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -8,6 +8,7 @@ MLflow writes to a local file store RUN/mlruns unless MLFLOW_TRACKING_URI is set
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -44,3 +45,14 @@ def init_kwargs(report_to: str, out_dir: Path) -> dict:
             mlflow.set_tracking_uri((out_dir / "mlruns").resolve().as_uri())
         return {"mlflow": {"run_name": out_dir.name}}
     return {}
+
+
+@contextlib.contextmanager
+def finished(acc):
+    """Finish the run's trackers on the way out, errors included. Not acc.end_training(): it destroys the
+    process group the caller still needs."""
+    try:
+        yield
+    finally:
+        for tracker in acc.trackers:
+            tracker.finish()

@@ -229,7 +229,8 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,
                dynamic_ncols=True)
     # CPU dropout at a third of torch's cost, swapped in for the loop only, and out again on any exit
-    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"), bar:  # closed on errors too
+    # the bar and the trackers are closed on errors too (an open MLflow/W&B run would block the next one)
+    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"), bar, trackers.finished(acc):
         model.train()
         t0, running, n_loss, done = time.perf_counter(), 0.0, 0, res.steps >= total_steps
         epoch = start_epoch
@@ -263,10 +264,11 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
                 epoch_end = batch_idx == len(loader)
                 evaluating = (res.steps % args.eval_every == 0) if args.eval_every else epoch_end
                 saving = args.save_every and res.steps % args.save_every == 0 and out_dir is not None
-                if res.steps % args.log_every == 0 or evaluating or saving:
-                    check_finite(running.item() / n_loss, res.steps, args, acc, out_dir)
+                if res.steps % args.log_every == 0 or evaluating or saving or res.steps >= total_steps:
+                    # the mean over all processes: every rank decides alike (one rank's NaN stops them all)
+                    mean_loss = acc.reduce(running.detach().clone(), "mean").item() / n_loss
+                    check_finite(mean_loss, res.steps, args, acc)
                 if res.steps % args.log_every == 0:
-                    mean_loss = running.item() / n_loss
                     acc.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=res.steps)
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     running, n_loss = 0.0, 0
@@ -289,21 +291,19 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
             for n, p in unwrapped.named_parameters():
                 if n in best_state:
                     p.copy_(best_state[n].to(p.device))
-    for tracker in acc.trackers:  # not end_training(): it destroys the process group the caller still needs
-        tracker.finish()
     set_seed(args.seed)
     return res
 
 
-def check_finite(mean_loss: float, step: int, args: TrainArgs, acc, out_dir: Path | None) -> None:
+def check_finite(mean_loss: float, step: int, args: TrainArgs, acc) -> None:
     if math.isfinite(mean_loss):
         return
     why = f"the learning rate ({args.lr:g}) is likely too high"
     if acc.mixed_precision != "no":
         why += f", or {acc.mixed_precision} overflowed (try --precision no)"
-    kept = out_dir is not None and any((out_dir / CKPT_DIR).glob("checkpoint_*"))
-    then = " (its last checkpoint is intact: --resume latest continues from it)" if kept else ""
-    raise UserError(f"the training loss became {mean_loss} by step {step}: {why}; stopped without saving{then}")
+    # (resuming would replay the same steps, with the checkpoint's learning rate and precision, into the same NaN)
+    raise UserError(f"the training loss became {mean_loss} by step {step}: {why}; stopped without saving "
+                    "(earlier checkpoints are intact); start again with --overwrite")
 
 
 def resumed_batches(acc, loader, skip: int):
@@ -336,6 +336,7 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
     if acc.is_main_process and ckpt.exists():  # left half-written by a crash before a resume: redo it
         shutil.rmtree(ckpt)
     acc.wait_for_everyone()
+    error = None
     try:
         acc.save_state()
         if acc.is_main_process:
@@ -346,12 +347,24 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
                 torch.save(best_state, ckpt / "best_state.pt")
             write_text(ckpt / "trainer_state.json", json.dumps(state))
     except WRITE_ERRORS as e:
-        shutil.rmtree(ckpt, ignore_errors=True)
-        done = [p.name for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()]
-        kept = f"; {max(done, key=lambda n: int(n.split('_')[-1]))} is intact (--resume latest)" if done else ""
-        raise UserError(f"could not write checkpoint {ckpt}: {io_reason(e)}; free disk space or save less "
-                        f"often (--save-every){kept}") from None
+        error = io_reason(e)
+    # every process learns whether any write failed, so all stop together instead of waiting at a barrier
+    failed = acc.reduce(torch.tensor(float(error is not None), device=acc.device), "sum").item()
+    if failed:
+        if acc.is_main_process:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        acc.wait_for_everyone()
+        done = complete_checkpoints(out_dir)
+        kept = f"; {done[-1].name} is intact (--resume latest)" if done else ""
+        raise UserError(f"could not write checkpoint {ckpt}: {error or 'failed on another process'}; free disk "
+                        f"space or save less often (--save-every){kept}")
     acc.wait_for_everyone()
+
+
+def complete_checkpoints(out_dir: Path) -> list[Path]:
+    """Checkpoints with their trainer_state.json (written last), oldest first."""
+    found = [p for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
 
 
 def find_checkpoint(resume: str, out_dir: Path | None) -> Path:
@@ -362,9 +375,7 @@ def find_checkpoint(resume: str, out_dir: Path | None) -> Path:
             raise UserError(f"{p} is not a peftbert checkpoint (no trainer_state.json); pass --resume latest "
                             "or a directory under OUTPUT/checkpoints")
         return p
-    found = [p for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()] \
-        if out_dir else []
-    found.sort(key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    found = complete_checkpoints(out_dir) if out_dir else []
     if not found:
         raise UserError(f"no checkpoint to resume under {out_dir}/{CKPT_DIR}; run with --save-every N first")
     return found[-1]

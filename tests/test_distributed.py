@@ -58,8 +58,8 @@ def test_adalora_schedule_is_the_steps_run_under_two_processes_and_accumulation(
 
 @needs_launcher
 def test_two_processes_train_like_one_with_the_same_global_batch(tiny_bert, toy_files, tmp_path):
-    """Without dropout (the only randomness that differs per process), 2 processes x 16 rows give the weights and
-    scores of 1 process x 32: same batches (the length-grouped order is cut by the global batch), averaged gradients."""
+    """Without dropout (see without_dropout), 2 processes x 16 rows give the weights and scores of 1 process x 32:
+    the same batches (the length-grouped order is cut by the global batch), averaged gradients."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -84,7 +84,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_bert, toy_
 
 
 def without_dropout(model: Path, out: Path) -> Path:
-    """A copy of `model` without dropout: the only randomness that differs from process to process."""
+    """A copy of `model` without dropout. Every rank draws dropout masks from the same seeded stream, so N ranks
+    x B rows do not drop what one process x N*B rows drops; without dropout the runs can agree."""
     shutil.copytree(model, out)
     cfg = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**cfg, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
@@ -95,7 +96,6 @@ def without_dropout(model: Path, out: Path) -> Path:
 def test_adapt_under_two_processes_trains_like_one(tiny_bert, tmp_path):
     """2 processes x 4 blocks = 1 process x 8: the same blocks per step, the same masks (drawn for the global
     batch, see data.mlm.mask_tokens), averaged gradients -> the same weights and held-out scores."""
-    import torch
     from transformers import AutoModelForMaskedLM
 
     corpus = tmp_path / "corpus.txt"

@@ -31,20 +31,22 @@ def peftbert(*args) -> subprocess.CompletedProcess:
 
 
 def kill_when(args, ready, rng, timeout=120, jitter=0.03) -> bool:
-    """Start `peftbert ARGS`; SIGKILL it as soon as `ready()` holds (polled every ms), plus a random 0-`jitter` s.
-    False if it finished first."""
+    """Start `peftbert ARGS`; SIGKILL it as soon as `ready()` holds (polled every 5 ms), plus a random
+    0-`jitter` s. True if the kill landed (False: the run finished first)."""
     p = subprocess.Popen([sys.executable, "-m", "peftbert.cli", *map(str, args)], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=ENV)
     t0 = time.time()
-    while p.poll() is None and time.time() - t0 < timeout:
+    while p.poll() is None:
+        if time.time() - t0 > timeout:
+            p.kill()
+            pytest.fail(f"the kill point never came within {timeout} s")
         if ready():
             time.sleep(rng.uniform(0, jitter))
             p.send_signal(signal.SIGKILL)
-            p.wait()
-            return True
-        time.sleep(0.001)
+            break
+        time.sleep(0.005)
     p.wait()
-    return False
+    return p.returncode == -signal.SIGKILL
 
 
 def checkpoint_appears(out: Path, step: int):
@@ -108,14 +110,18 @@ def test_bench_grid_killed_mid_cell_continues_to_the_same_tables(tiny_bert, toy_
         return ["bench", "--models", tiny_bert, "--methods", "full,lora", "--seeds", "1,2", "--train-file",
                 toy_files["train"], "--validation-file", toy_files["validation"], "--test-file", toy_files["test"],
                 "--epochs", "2", "--max-length", "16", "--precision", "no", "--output", out,
-                "--set", "train.report_to=none"]
+                "--set", "train.report_to=none", "--set", "train.save_every=4"]
 
     r = peftbert(*grid(tmp_path / "straight"))
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "killed"
     runs = out / "runs"
-    # killed while the third cell is under way (two finished, one half-written)
-    assert kill_when(grid(out), lambda: runs.is_dir() and len(list(runs.iterdir())) >= 3, random.Random(5))
+    def mid_cell():  # a finished cell, and another with a checkpoint but no metrics.json: killed mid-cell
+        cells = list(runs.iterdir()) if runs.is_dir() else []
+        return any((c / "metrics.json").exists() for c in cells) and any(
+            list(c.glob("checkpoints/checkpoint_*")) and not (c / "metrics.json").exists() for c in cells)
+
+    assert kill_when(grid(out), mid_cell, random.Random(5), jitter=0.01)
     r = peftbert(*grid(out))  # the same command again continues the grid
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = ((d / "results.csv").read_text().splitlines() for d in (tmp_path / "straight", out))

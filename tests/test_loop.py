@@ -99,7 +99,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_ber
     monkeypatch.setattr("peftbert.tuning.train", train_with_poison)
     out = tmp_path / "r"
     cfg = make_config(tiny_bert, toy_files, "full", out, ["train.epochs=3", "train.save_every=4", "train.log_every=3"])
-    with pytest.raises(UserError, match=r"loss became nan by step 6: the learning rate .* too high.*--resume latest"):
+    with pytest.raises(UserError, match=r"loss became nan by step 6: the learning rate .* too high.*--overwrite"):
         run_tune(cfg, log=lambda *a: None)
     assert not (out / "metrics.json").exists()
     (ckpt,) = (out / "checkpoints").glob("checkpoint_*")  # step 4's, written before the loss went bad

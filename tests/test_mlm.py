@@ -112,3 +112,21 @@ def test_document_split_is_per_source_without_overlap():
     assert len(train) + len(heldout) == 106
     assert (big.heldout_documents, small.heldout_documents, single.heldout_documents) == (10, 1, 0)
     assert split_documents([big, small, single], 0.1, seed=3) == (train, heldout)  # seeded
+
+
+def test_sharded_masking_equals_masking_the_global_batch():
+    """Process k of N masks rows k*B..(k+1)*B of what one process masks for the N*B-row batch (same seed)."""
+    from peftbert.data.mlm import mask_tokens
+
+    ids = torch.randint(5, 50, (8, 12))
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    random_ids = torch.arange(5, 50)
+
+    def masked(rows, shard):
+        return mask_tokens(ids[rows], maskable[rows], 0.3, 4, random_ids, generator=torch.Generator().manual_seed(3),
+                           shard=shard)
+
+    whole_inputs, whole_labels = masked(slice(0, 8), (0, 1))
+    for k in range(2):
+        inputs, labels = masked(slice(4 * k, 4 * k + 4), (k, 2))
+        assert torch.equal(inputs, whole_inputs[4 * k:4 * k + 4]) and torch.equal(labels, whole_labels[4 * k:4 * k + 4])
