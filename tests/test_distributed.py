@@ -15,11 +15,21 @@ needs_launcher = pytest.mark.skipif(shutil.which("accelerate") is None and not o
                                     reason="accelerate CLI not installed")
 
 
+def free_port() -> int:
+    """A port nobody holds now: back-to-back launches on the default 29500 can meet one still closing."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch(command, *args) -> Path:
     """`peftbert COMMAND ARGS` on two CPU processes; its --output directory."""
     # --multi_gpu with no GPU present gives MULTI_CPU (gloo); --cpu would force a single process
     cmd = [LAUNCHER, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "peftbert.cli", command, *map(str, args)]
+           "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "peftbert.cli", command,
+           *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     return Path(args[args.index("--output") + 1])

@@ -66,8 +66,27 @@ def tokenize_documents(docs: list[list[str]], tokenizer, *, words: bool = False,
     return Stream(stream, word_start)
 
 
-class Blocks(Dataset):
-    """Packed blocks: `ids` [n, block_size], `lengths` (non-padding tokens), `word_start` or None."""
+class Rows(Dataset):
+    """Fixed-width token rows: `ids` [n, width], `lengths` (non-padding tokens), `word_start` or None."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    word_start: np.ndarray | None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "length": self.lengths[i],
+                "word_start": None if self.word_start is None else self.word_start[i]}
+
+
+class Blocks(Rows):
+    """Packed blocks of block_size tokens."""
 
     def __init__(self, stream: Stream, tokenizer, block_size: int):
         body = block_size - 2
@@ -82,17 +101,6 @@ class Blocks(Dataset):
             self.lengths[b] = len(chunk) + 2
             if self.word_start is not None:
                 self.word_start[b, 1:1 + len(chunk)] = stream.word_start[b * body:(b + 1) * body]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.lengths.sum())
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "length": self.lengths[i],
-                "word_start": None if self.word_start is None else self.word_start[i]}
 
 
 def mask_tokens(ids, maskable, probability: float, mask_id: int, random_ids, word_start=None, generator=None,

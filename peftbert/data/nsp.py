@@ -9,10 +9,9 @@ of another document (label 1, "not next"), drawn once from the seed. Masking is 
 from __future__ import annotations
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from ..errors import UserError
-from .mlm import Stream
+from .mlm import Rows, Stream
 
 IS_NEXT, NOT_NEXT = 0, 1  # BertForPreTraining's convention
 
@@ -24,8 +23,8 @@ def documents_of(stream: Stream, sep_id: int) -> list[tuple[int, int]]:
     return [(int(s), int(e)) for s, e in zip(starts, ends) if e > s]
 
 
-class Pairs(Dataset):
-    """Segment pairs: `ids`, `token_types` [n, block_size], `lengths`, `next_label`, `word_start` or None."""
+class Pairs(Rows):
+    """Segment pairs: Rows plus `token_types` [n, block_size] and `next_label`."""
 
     def __init__(self, stream: Stream, tokenizer, block_size: int, seed: int):
         seg = (block_size - 3) // 2
@@ -63,14 +62,6 @@ class Pairs(Dataset):
                 self.word_start[row, 1:1 + la] = stream.word_start[a0:a1]
                 self.word_start[row, la + 2:la + 2 + lb] = stream.word_start[b0:b1]
 
-    @property
-    def n_tokens(self) -> int:
-        return int(self.lengths.sum())
-
-    def __len__(self):
-        return len(self.ids)
-
     def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "length": self.lengths[i], "token_type_ids": self.token_types[i],
-                "next_sentence_label": self.next_label[i],
-                "word_start": None if self.word_start is None else self.word_start[i]}
+        return {**super().__getitem__(i), "token_type_ids": self.token_types[i],
+                "next_sentence_label": self.next_label[i]}
