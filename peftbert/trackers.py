@@ -16,13 +16,12 @@ from pathlib import Path
 from .errors import UserError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "none")
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def check_available(report_to: str) -> None:
-    package = PACKAGES.get(report_to)
-    if package and importlib.util.find_spec(package) is None:
-        raise UserError(f"--report-to {report_to} needs the {package} package: pip install {package} "
+    """Each tracker is the package of its name."""
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:
+        raise UserError(f"--report-to {report_to} needs the {report_to} package: pip install {report_to} "
                         "(or choose --report-to none)")
 
 

@@ -260,12 +260,12 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
                 res.steps += 1
                 bar.update(1)
                 epoch_float = epoch + batch_idx / len(loader)
-                # a non-finite loss stops the run before it is logged, evaluated or saved: checkpoints stay good
                 epoch_end = batch_idx == len(loader)
                 evaluating = (res.steps % args.eval_every == 0) if args.eval_every else epoch_end
                 saving = args.save_every and res.steps % args.save_every == 0 and out_dir is not None
                 if res.steps % args.log_every == 0 or evaluating or saving or res.steps >= total_steps:
-                    # the mean over all processes: every rank decides alike (one rank's NaN stops them all)
+                    # a non-finite loss stops the run before it is logged, evaluated or saved (checkpoints stay
+                    # good); the mean over all processes, so every rank decides alike
                     mean_loss = acc.reduce(running.detach().clone(), "mean").item() / n_loss
                     check_finite(mean_loss, res.steps, args, acc)
                 if res.steps % args.log_every == 0:
