@@ -21,6 +21,7 @@ except ImportError:
 
 from .cli_adapt import adapt
 from .cli_bench import bench
+from .cli_search import search
 from .cli_options import command, tune_flags
 from .errors import UserError
 
@@ -39,9 +40,12 @@ class OneLineErrors(TyperGroup):
     """Flags typer/click reject (a word for a number, an unknown option, a missing argument) end like a
     UserError: one `error:` line on stderr and exit code 2, instead of click's usage box."""
 
-    def make_context(self, *args, **kwargs):  # the group's own flags: `peftbert --bogus`
+    def make_context(self, info_name, args, *rest, **kwargs):  # the group's own flags: `peftbert --bogus`
+        argv = list(args)
         with usage_errors_in_one_line():
-            return super().make_context(*args, **kwargs)
+            ctx = super().make_context(info_name, args, *rest, **kwargs)
+        ctx.meta["peftbert.argv"] = argv  # the command line as typed (search records it beside its results)
+        return ctx
 
     def invoke(self, ctx):  # the command name and the command's flags
         with usage_errors_in_one_line():
@@ -153,6 +157,7 @@ def export(
 
 app.command("adapt")(friendly(adapt))
 app.command("bench")(friendly(bench))
+app.command("search")(friendly(search))
 
 
 @app.command()

@@ -48,6 +48,8 @@ class TrainArgs:
     eval_batch_size: int = field(default=128, metadata={"help": "examples per device when evaluating"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    head_lr_ratio: float = field(default=1.0, metadata={
+        "help": "the task head's learning rate as a multiple of lr (a new head may learn faster)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
     scheduler: str = field(default="linear", metadata={"help": "decay after warm-up: linear|cosine|constant"})
@@ -68,7 +70,7 @@ class TrainArgs:
 
     def __post_init__(self):
         check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every", "group_size")
-        check_positive(self, "lr", "epochs")
+        check_positive(self, "lr", "epochs", "head_lr_ratio")
         check_positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

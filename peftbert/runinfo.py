@@ -81,14 +81,16 @@ def io_reason(e: Exception) -> str:
     return (e.strerror if isinstance(e, OSError) and e.strerror else str(e).split(": ")[-1]) or type(e).__name__
 
 
-def save_run(acc, out: Path, model, tokenizer, metrics: dict, extra=None) -> None:
+def save_run(acc, out: Path, model, tokenizer, metrics: dict, extra=None, weights: bool = True) -> None:
     """The artefacts of a finished run, by the main process: weights (`save_pretrained`), tokenizer, then
-    `extra(out)` (more files), then metrics.json, written last: its presence marks a finished run."""
+    `extra(out)` (more files), then metrics.json, written last: its presence marks a finished run.
+    `weights=False` (search trials): metrics.json only."""
     acc.wait_for_everyone()
     if acc.is_main_process:
         try:
-            model.save_pretrained(out)
-            tokenizer.save_pretrained(out)
+            if weights:
+                model.save_pretrained(out)
+                tokenizer.save_pretrained(out)
             if extra is not None:
                 extra(out)
             write_json(out / "metrics.json", metrics)

@@ -47,7 +47,9 @@ def default_output(cfg: RunConfig, task_name: str) -> Path:
 
 
 def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
-             log=print) -> dict:
+             log=print, on_evaluate=None, score_test: bool = True, save_weights: bool = True) -> dict:
+    """One tune run. `search` runs trials with `on_evaluate` (a Hooks.on_evaluate: reports, may stop the run),
+    without the test set (`score_test=False`: selection sees validation only) and without weights."""
     method = get_method(cfg.method)
     # Everything a user can get wrong is checked before anything is written.
     task = load_task(cfg.data, cfg.train.seed)
@@ -87,17 +89,18 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(cfg, out / "recipe.yaml")
     hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
-                  functools.partial(method.on_train_begin, cfg=cfg.method_args))
+                  functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
     result = train(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), collate, cfg.train,
                    accelerator=acc, evaluate=evaluate, out_dir=out, hooks=hooks, resume=resume,
-                   greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method)
+                   greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method, head=head)
 
     # The final scores in fp32, without the loop's autocast: the saved model is served in fp32 (predict, export,
     # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).
     model = acc.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     validation = evaluate(model)
-    test = evaluate(model, eval_loader(task.test)) if task.test is not None and len(task.test) else None
+    has_test = score_test and task.test is not None and len(task.test)
+    test = evaluate(model, eval_loader(task.test)) if has_test else None
     metrics = {
         "method": cfg.method, "model": cfg.model, "model_path": model_path, "task": task.name,
         "task_source": task.source, "seed": cfg.train.seed, "label_names": task.label_names,
@@ -113,7 +116,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     if method.summary:
         metrics.update(method.summary(model))
     # PeftModel -> adapter_config.json + adapter_model.safetensors (head included); full -> a checkpoint
-    save_run(acc, out, model, tokenizer, metrics)
+    save_run(acc, out, model, tokenizer, metrics, weights=save_weights)
     log(f"validation: {headline(validation)}")
     if test:
         log(f"test:       {headline(test)}")

@@ -156,4 +156,6 @@ register(Method(
     # whose every matrix holds that many; it trains init_r = ceil(1.5 x target_r) until pruning ends
     knob="target_r", resize=lambda size: {"target_r": size, "init_r": math.ceil(1.5 * size)},
     measure=lambda size: {"target_r": 1, "init_r": size},
-    on_train_begin=on_train_begin, on_optimizer_step=on_optimizer_step, summary=rank_summary))
+    on_train_begin=on_train_begin, on_optimizer_step=on_optimizer_step, summary=rank_summary,
+    space={"target_r": {"choices": [4, 8, 16]}, "alpha": {"choices": [8, 16, 32]},
+           "dropout": {"low": 0.0, "high": 0.2}, "orth_reg_weight": {"choices": [0.0, 0.1, 0.5]}}))

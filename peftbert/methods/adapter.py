@@ -65,4 +65,7 @@ def apply(model, cfg: AdapterArgs, ctx):
 
 
 register(Method("adapter", AdapterArgs, apply, help="Houlsby bottleneck adapters (PEFT type PEFTBERT_BOTTLENECK)",
-                knob="bottleneck"))
+                knob="bottleneck",
+                # size and placement (Houlsby et al. 2019 vs Pfeiffer et al. 2021), LayerNorms trained or not
+                space={"reduction_factor": {"choices": [4, 8, 16, 32]}, "placement": {"choices": list(PLACEMENTS)},
+                       "train_layernorm": {"choices": [True, False]}}))

@@ -9,7 +9,7 @@ on a method's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import UserError
@@ -46,6 +46,9 @@ class Method:
     on_train_begin: Callable | None = None  # (model, plan) once, after prepare, with the loop's real StepPlan
     on_optimizer_step: Callable | None = None  # (model, step) in the loop, after optimizer.step
     summary: Callable | None = None  # (model) -> dict of extra facts for metrics.json
+    # `peftbert search`'s default space over this method's own settings: {field: spec}, a spec being
+    # {"choices": [...]} or {"low": a, "high": b, "log": bool} (integers when a and b are), see search.py
+    space: dict = field(default_factory=dict)
 
     def at_size(self, size: int) -> dict:
         return self.resize(size) if self.resize else {self.knob: size}

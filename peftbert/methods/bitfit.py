@@ -29,4 +29,5 @@ def apply(model, cfg: BitFitArgs, ctx):
     return model
 
 
-register(Method("bitfit", BitFitArgs, apply, help="bias terms only (BitFit)"))
+register(Method("bitfit", BitFitArgs, apply, help="bias terms only (BitFit)",
+                space={"layernorm": {"choices": [True, False]}}))

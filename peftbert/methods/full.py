@@ -18,4 +18,5 @@ def apply(model, cfg: FullConfig, ctx):
     return model
 
 
-register(Method("full", FullConfig, apply, help="update every weight"))
+register(Method("full", FullConfig, apply, help="update every weight",
+                space={"freeze_embeddings": {"choices": [False, True]}}))

@@ -46,4 +46,8 @@ def apply(model, cfg: LoraArgs, ctx):
         raise UserError(f"lora: {str(e).splitlines()[0][:200]} (set lora.target_modules)") from None
 
 
-register(Method("lora", LoraArgs, apply, help="low-rank updates (peft LoRA)", knob="r"))
+# what the literature varies on small encoders: rank and scale, dropout, and which layers (Hu et al. 2021 sec. 7)
+SPACE = {"r": {"choices": [4, 8, 16, 32]}, "alpha": {"choices": [8, 16, 32, 64]},
+         "dropout": {"low": 0.0, "high": 0.2}, "target_modules": {"choices": ["qv", "all-linear"]}}
+
+register(Method("lora", LoraArgs, apply, help="low-rank updates (peft LoRA)", knob="r", space=SPACE))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .base import Method, register
-from .lora import LoraArgs, apply
+from .lora import SPACE, LoraArgs, apply
 
 
 @dataclass
@@ -26,6 +26,9 @@ class LoraAllArgs(LoraArgs):
         "help": "all-linear (every encoder linear layer), qv, or a list of module names"})
 
 
-register(Method("dora", DoraArgs, apply, knob="r", help="LoRA + learned magnitude per output (peft DoRA)"))
-register(Method("rslora", RsLoraArgs, apply, knob="r", help="LoRA with alpha/sqrt(r) scaling, for higher ranks"))
-register(Method("lora-all", LoraAllArgs, apply, knob="r", help="LoRA on every linear layer of the encoder"))
+register(Method("dora", DoraArgs, apply, knob="r", help="LoRA + learned magnitude per output (peft DoRA)",
+                space=SPACE))
+register(Method("rslora", RsLoraArgs, apply, knob="r", help="LoRA with alpha/sqrt(r) scaling, for higher ranks",
+                space={**SPACE, "r": {"choices": [8, 16, 32, 64]}}))  # the point of rsLoRA: higher ranks
+register(Method("lora-all", LoraAllArgs, apply, knob="r", help="LoRA on every linear layer of the encoder",
+                space={k: v for k, v in SPACE.items() if k != "target_modules"}))  # all-linear is what it is

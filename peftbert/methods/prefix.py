@@ -44,4 +44,6 @@ def apply(model, cfg: PrefixArgs, ctx):
 
 
 register(Method("prefix", PrefixArgs, apply, help="trained key/value prefixes in every layer (peft prefix tuning)",
-                knob="num_virtual_tokens"))
+                knob="num_virtual_tokens",
+                space={"num_virtual_tokens": {"choices": [5, 10, 20, 40]},
+                       "prefix_projection": {"choices": [False, True]}}))

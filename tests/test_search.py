@@ -1,0 +1,151 @@
+"""`peftbert search`: Optuna trials as tune runs, validation-only selection, the best recipe, resuming, bad input."""
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from peftbert.cli import app
+from test_cli import assert_one_line_error
+
+runner = CliRunner()
+SPACE = {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}, "lora.r": {"choices": [2, 4]},
+         "train.epochs": {"choices": [1, 2]}}
+
+
+def search_args(tiny_bert, toy_files, out, space_file, *extra):
+    return ["search", "--model", str(tiny_bert), "--method", "lora", "--train-file", str(toy_files["train"]),
+            "--validation-file", str(toy_files["validation"]), "--test-file", str(toy_files["test"]),
+            "--output", str(out), "--space", str(space_file), "--set", "data.max_length=16",
+            "--set", "train.precision=no", "--set", "train.report_to=none", *extra]
+
+
+def replace_space(path, space: dict):
+    """A --space file that keeps only `space` (every default key set to null)."""
+    from peftbert.methods import get_method
+    from peftbert.search import train_space
+    from peftbert.tuning import tune_config
+
+    cfg = tune_config(None, {"method": "lora"})
+    drop = {k: None for k in [*train_space(cfg), *(f"lora.{k}" for k in get_method("lora").space)]}
+    path.write_text(yaml.safe_dump({**drop, **space}))
+    return path
+
+
+def load_study(out):
+    return optuna.load_study(study_name="peftbert", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def test_search_selects_on_validation_and_its_recipe_reproduces(tiny_bert, toy_files, tmp_path):
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", SPACE)
+    r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--trials", "3", "--no-prune"))
+    assert r.exit_code == 0, r.output
+
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 3 and set(trials["state"]) == {"COMPLETE"}
+    study = load_study(out)
+    for t in study.trials:
+        m = json.loads((out / "trials" / f"{t.number:03d}" / "metrics.json").read_text())
+        assert m["test"] is None  # a trial never scores the test set
+        assert t.value == m["validation"]["macro_f1"]
+        assert len(t.intermediate_values) >= 1  # each evaluation reported to the pruner
+        assert not list((out / "trials" / f"{t.number:03d}").glob("*.safetensors"))  # trials keep no weights
+        assert t.params["lora.r"] in (2, 4) and 1e-3 <= t.params["train.lr"] <= 2e-2
+    best = max(study.trials, key=lambda t: t.value)
+    assert f"**{best.value:.4f}**" in (out / "trials.md").read_text()
+
+    # best.yaml is a tune recipe: the best trial's settings, and training it gives the same validation score
+    recipe = yaml.safe_load((out / "best.yaml").read_text())
+    assert recipe["lora"]["r"] == best.params["lora.r"] and recipe["train"]["lr"] == best.params["train.lr"]
+    assert "peftbert search" in (out / "best.yaml").read_text().splitlines()[0]
+    r = runner.invoke(app, ["tune", "--recipe", str(out / "best.yaml"), "--output", str(tmp_path / "final")])
+    assert r.exit_code == 0, r.output
+    final = json.loads((tmp_path / "final" / "metrics.json").read_text())
+    assert final["validation"]["macro_f1"] == pytest.approx(best.value, abs=1e-9)
+    assert final["test"] is not None  # the final run scores test, once
+
+
+def test_search_continues_and_reruns_an_interrupted_trial(tiny_bert, toy_files, tmp_path):
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}})
+    args = search_args(tiny_bert, toy_files, out, space, "--max-steps", "3")
+    assert runner.invoke(app, [*args, "--trials", "2"]).exit_code == 0
+    # a search killed mid-trial leaves it RUNNING; the next run fails it and runs its settings again
+    study = load_study(out)
+    killed = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 2e-2, log=True)})
+    (out / "trials" / f"{killed.number:03d}").mkdir()
+    r = runner.invoke(app, [*args, "--trials", "3"])
+    assert r.exit_code == 0, r.output
+    assert f"trial {killed.number} was interrupted" in r.output
+    assert not (out / "trials" / f"{killed.number:03d}").exists()
+    study = load_study(out)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
+    assert study.trials[-1].params == killed.params  # the rerun has the interrupted trial's settings
+    # a finished search is not rerun; other settings in the same directory are refused
+    r = runner.invoke(app, [*args, "--trials", "3"])
+    assert r.exit_code == 0 and "trial" not in r.output.split("best:")[0], r.output
+    assert_one_line_error(runner.invoke(app, [*args, "--trials", "3", "--set", "train.warmup_ratio=0.2"]),
+                          "other settings", "--overwrite")
+    assert runner.invoke(app, [*args, "--trials", "1", "--overwrite"]).exit_code == 0
+    assert len(load_study(out).trials) == 1
+
+
+def test_diverging_trials_are_recorded_and_the_search_goes_on(tiny_bert, toy_files, tmp_path):
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"choices": [1e12]}})
+    r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--trials", "2", "--max-steps", "4"))
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]  # among the trials' lines
+    assert len(errors) == 1 and errors[0].startswith("error: no trial of"), r.output
+    study = load_study(out)
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    assert all("loss became" in t.user_attrs["note"] for t in study.trials)
+    assert "loss became" in (out / "trials.md").read_text()
+
+
+def test_default_space_comes_from_the_method_and_its_preset():
+    r = runner.invoke(app, ["search", "--method", "lora", "--lr", "1e-3", "--show-space"])
+    assert r.exit_code == 0, r.output
+    space = yaml.safe_load(r.output)
+    assert space["train.lr"] == {"low": 2.5e-4, "high": 4e-3, "log": True}  # around the run's lr
+    assert space["lora.r"] == {"choices": [4, 8, 16, 32]}
+    r = runner.invoke(app, ["search", "--method", "adapter", "--show-space"])
+    assert "adapter.reduction_factor" in yaml.safe_load(r.output) and "lora.r" not in r.output
+
+
+@pytest.mark.parametrize("space, needles", [
+    ({"train.nonsense": {"choices": [1]}}, ["train.nonsense", "not a setting"]),
+    ({"adapter.reduction_factor": {"choices": [4]}}, ["adapter.reduction_factor", "not a setting"]),
+    ({"train.lr": {"low": 1e-2, "high": 1e-3}}, ["train.lr", "not a range"]),
+    ({"train.lr": {"low": 0, "high": 1e-3, "log": True}}, ["train.lr", "a > 0"]),
+    ({"train.lr": {"choices": [-1.0]}}, ["lr"]),  # an edge value the config refuses
+    ({"lora.target_modules": {"choices": [["query"]]}}, ["choices must be"]),
+    ({"train.seed": {"choices": [1, 2]}}, ["train.seed", "bench"]),
+])
+def test_bad_space_is_one_line_and_writes_nothing(tiny_bert, toy_files, tmp_path, space, needles):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    out = tmp_path / "search"
+    assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, path)), *needles)
+    assert not out.exists()
+
+
+def test_bad_search_options_are_one_line(tiny_bert, toy_files, tmp_path):
+    space = replace_space(tmp_path / "space.yaml", SPACE)
+    out = tmp_path / "search"
+    assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--trials", "0")),
+                          "--trials")
+    assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--minutes", "-1")),
+                          "--minutes")
+    assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, tmp_path / "none.yaml")),
+                          "none.yaml")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, tmp_path / "run", space)),
+                          "not a peftbert search directory")
+    assert not out.exists()
