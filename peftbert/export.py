@@ -52,7 +52,9 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
             extra = {}
         (tmp / "export_info.json").write_text(json.dumps(
             {"source_run": str(Path(run_dir).resolve()), "method": info["method"], "model": info["model"],
-             "task": info["task"], "label_names": info["label_names"], "format": fmt, **extra}, indent=2) + "\n")
+             "task": info["task"], "label_names": info["label_names"], "format": fmt,
+             # what `peftbert predict EXPORT` needs to answer as the run does: its length and columns
+             "max_length": info.get("max_length"), "data": info.get("data") or {}, **extra}, indent=2) + "\n")
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, WRITE_ERRORS):  # a full disk: one line, and no half export left behind

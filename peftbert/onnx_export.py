@@ -138,13 +138,17 @@ def compare_on_file(engines: dict, tokenizer, file: str, info: dict, log) -> dic
     return report
 
 
-def write_onnx(model, tokenizer, tmp: Path, info: dict, *, int8: bool, eval_file: str | None, log) -> dict:
-    """Export into `tmp`, check parity, optionally quantise and score: the export_info fields."""
+def check_onnx_installed(what: str, packages=("onnx", "onnxscript", "onnxruntime")) -> None:
     import importlib.util
 
-    missing = [p for p in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(p) is None]
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
-        raise UserError(f"--format onnx needs {', '.join(missing)}: pip install 'peftbert[onnx]'")
+        raise UserError(f"{what} needs {', '.join(missing)}: pip install 'peftbert[onnx]'")
+
+
+def write_onnx(model, tokenizer, tmp: Path, info: dict, *, int8: bool, eval_file: str | None, log) -> dict:
+    """Export into `tmp`, check parity, optionally quantise and score: the export_info fields."""
+    check_onnx_installed("--format onnx")
     if eval_file and not Path(eval_file).is_file():
         raise UserError(f"file not found: {eval_file} (check the path given to --eval-file)")
     tmp.mkdir(parents=True)

@@ -1,6 +1,7 @@
 """`peftbert export`: plain checkpoints that transformers.pipeline loads without peft or peftbert."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -100,3 +101,32 @@ def test_onnx_options_need_onnx_format(tiny_bert, toy_files, tmp_path):
                             "--eval-file", str(tmp_path / "missing.csv")])
     assert_one_line_error(r, "file not found", "--eval-file")
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
+
+
+def test_predict_serves_exports_with_the_runs_labels(tiny_bert, toy_files, tmp_path):
+    """`peftbert predict EXPORT`: an ONNX export answers through ONNX Runtime (and its int8 graph with --int8),
+    an hf export through transformers; every engine gives the run's own labels."""
+    run = tmp_path / "run"
+    run_tune(make_config(tiny_bert, toy_files, "lora", run, ["train.epochs=3", "train.lr=1e-2"]), log=lambda *a: None)
+    for fmt in ("onnx", "hf"):
+        extra = ["--int8"] if fmt == "onnx" else []
+        assert runner.invoke(app, ["export", str(run), "--output", str(tmp_path / fmt), "--format", fmt,
+                                   *extra]).exit_code == 0
+
+    def labels(source, *flags):
+        out = tmp_path / f"preds-{len(list(tmp_path.glob('preds-*')))}.jsonl"
+        r = runner.invoke(app, ["predict", str(source), "--file", str(toy_files["test"]), "--output", str(out), *flags])
+        assert r.exit_code == 0, r.output
+        return [json.loads(line)["label"] for line in out.read_text().splitlines()], r.output
+
+    ours, _ = labels(run)
+    assert labels(tmp_path / "onnx")[0] == ours
+    assert labels(tmp_path / "hf")[0] == ours
+    int8, output = labels(tmp_path / "onnx", "--int8")
+    assert len(int8) == len(ours) and "int8 vs fp32" in output
+    from peftbert.onnx_export import OnnxClassifier
+    assert isinstance(load_run(tmp_path / "onnx")[0], OnnxClassifier)
+    shutil.rmtree(tmp_path / "hf")
+    (tmp_path / "onnx" / "model_quantized.onnx").unlink()
+    assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "onnx"), "--text", "x", "--int8"]),
+                          "model_quantized.onnx", "--int8")

@@ -105,3 +105,26 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_ber
     (ckpt,) = (out / "checkpoints").glob("checkpoint_*")  # step 4's, written before the loss went bad
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 4
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_head_learns_at_its_own_rate(tiny_bert, toy_files, method):
+    """train.head_lr_ratio: the head's parameters (peft's modules_to_save copy for LoRA) get lr x ratio, every
+    trainable parameter sits in exactly one group, and biases/LayerNorms are not decayed."""
+    from peftbert.methods import Context, get_method
+    from peftbert.models import arch_of, head_modules, load_classifier
+
+    cfg = make_config(tiny_bert, toy_files, method, sets=["train.lr=1e-3", "train.head_lr_ratio=10"])
+    model = load_classifier(str(tiny_bert), {0: "negative", 1: "positive"})
+    head = head_modules(model, arch_of(model.config))
+    model = get_method(method).apply(model, cfg.method_args, Context(arch_of(model.config), num_labels=2, head=head))
+    groups = train_mod.build_optimizer(model, cfg.train, head).param_groups
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(len(g["params"]) for g in groups) == len(trainable) == len(lr_of)
+    for name, p in trainable.items():
+        lr, decay = lr_of[id(p)]
+        in_head = ".classifier." in f".{name}" or ".pooler." in f".{name}"  # (the tiny MLM checkpoint has no pooler)
+        assert lr == pytest.approx(1e-2 if in_head else 1e-3), name
+        assert decay == (0.0 if p.ndim < 2 or "LayerNorm" in name else cfg.train.weight_decay), name
+    assert any(".classifier." in f".{n}" for n in trainable) and any(".layer." in f".{n}" for n in trainable)
