@@ -130,7 +130,21 @@ def check_finished(cell: Cell, out: Path) -> None:
                         "use another --output, or delete that run to redo it")
 
 
-def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> list[dict]:
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """"K/N" -> (K, N): this process runs cells K, K+N, K+2N, ... (1-based) of the planned grid."""
+    if text is None:
+        return 1, 1
+    k, _, n = text.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise UserError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/4 (the 2nd of 4 parts)")
+    return k, n
+
+
+def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | None = None, log=print) -> list[dict]:
     from accelerate import PartialState
 
     from .bench_report import write_reports
@@ -140,12 +154,15 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
 
     # under `accelerate launch` every process runs each cell; one writes the tables
     state = PartialState(cpu=use_cpu(cpu))
+    k, n = parse_shard(shard)
     results = []
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.name
         done = cell_dir / "metrics.json"
         if done.exists():
             log(f"[{i}/{len(cells)}] {cell.name}: done, kept")
+        elif (i - 1) % n != k - 1:  # another shard's cell, not finished yet: the tables take it when it is
+            continue
         else:
             # a complete checkpoint (a killed cell may have left only a partial one): resume; otherwise start over
             resume = "latest" if complete_checkpoints(cell_dir) else None
@@ -155,6 +172,12 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, log=print) -> 
             state.wait_for_everyone()  # metrics.json is written by the main process
         results.append({"run": cell.name, "model_label": model_label(cell.model), **json.loads(done.read_text())})
         if state.is_main_process:
+            write_reports(out, results)
+    if n > 1 and state.is_main_process:  # the other shards' cells finished meanwhile (same --output) join too
+        results = [{"run": c.name, "model_label": model_label(c.model),
+                    **json.loads((out / "runs" / c.name / "metrics.json").read_text())}
+                   for c in cells if (out / "runs" / c.name / "metrics.json").exists()]
+        if results:
             write_reports(out, results)
     log(f"wrote {out / 'summary.md'}, {out / 'results.csv'} and {out / 'plot.png'}")
     return results

@@ -19,16 +19,20 @@ def run(
     output: str = Option("runs/bench", help="directory for runs/, results.csv, summary.md/.csv and plot.png"),
     recipe: Optional[str] = Option(None, help="YAML recipe every run starts from (default recipes/tune/default.yaml)"),
     cpu: bool = Option(False, help="train on the CPU even when a GPU is present"),
+    shard: Optional[str] = Option(None, help="K/N: run every N-th cell from the K-th (split a grid over processes "
+                                              "or machines sharing --output; the tables merge all finished cells)"),
     set_: Optional[List[str]] = Option(None, "--set", help="override a recipe key in every run, e.g. --set lora.r=16"),
 ):
     """Run models x methods x seeds on one task; write tables and a plot of accuracy vs trainable parameters."""
     from pathlib import Path
 
-    from .bench import plan, run_bench, split_list
+    from .bench import parse_shard, plan, run_bench, split_list
+
+    parse_shard(shard)  # before any planning
 
     cells = plan(split_list(models, "models"), split_list(methods, "methods"), split_list(seeds, "seeds", int),
                  recipe=recipe, values=values, overrides=set_, budget=budget, out=Path(output))
-    run_bench(cells, Path(output), cpu=cpu)
+    run_bench(cells, Path(output), cpu=cpu, shard=shard)
 
 
 bench = command(run, tune_flags(skip=BENCH_GRID))

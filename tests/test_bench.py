@@ -107,3 +107,28 @@ def test_models_must_have_distinct_names_and_output_must_be_a_bench_dir(tiny_ber
     assert_one_line_error(runner.invoke(app, bench_args(tiny_bert, toy_files, tmp_path / "mine")),
                           "not a bench directory")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "x" and not (tmp_path / "b").exists()
+
+
+def test_shards_split_the_grid_and_the_tables_merge(tiny_bert, toy_files, tmp_path):
+    out = tmp_path / "bench"
+    args = bench_args(tiny_bert, toy_files, out, "--methods", "lora,bitfit", "--seeds", "3,4")
+    name = tiny_bert.name
+    r = runner.invoke(app, [*args, "--shard", "1/2"])
+    assert r.exit_code == 0, r.output
+    ran = sorted(p.name for p in (out / "runs").iterdir())
+    assert ran == [f"{name}-bitfit-s3", f"{name}-lora-s3"]  # cells 1 and 3 of lora-s3, lora-s4, bitfit-s3, bitfit-s4
+    r = runner.invoke(app, [*args, "--shard", "2/2"])
+    assert r.exit_code == 0, r.output
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["run"] for row in rows) == sorted([f"{name}-lora-s3", f"{name}-lora-s4", f"{name}-bitfit-s3",
+                                                         f"{name}-bitfit-s4"])
+    assert r.output.count("done, kept") == 2  # the first shard's cells, not rerun
+
+
+@pytest.mark.parametrize("shard", ["0/2", "3/2", "1/0", "a/b", "2"])
+def test_bad_shard_is_one_line(tiny_bert, toy_files, tmp_path, shard):
+    out = tmp_path / "bench"
+    r = runner.invoke(app, [*bench_args(tiny_bert, toy_files, out, "--methods", "lora"), "--shard", shard])
+    assert_one_line_error(r, "--shard", "K/N")
+    assert not out.exists()
