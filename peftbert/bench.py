@@ -155,6 +155,10 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
     # under `accelerate launch` every process runs each cell; one writes the tables
     state = PartialState(cpu=use_cpu(cpu))
     k, n = parse_shard(shard)
+    if state.is_main_process and cells:
+        from .baselines import write_baselines
+
+        write_baselines(cells[0].cfg, out, log)  # the bars the tables and plot are read against
     results = []
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.name

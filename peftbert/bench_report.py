@@ -2,12 +2,18 @@
 
 Scores are the test split's when every run has one, else validation's (the column names say which).
 Runs that differ only in seed are one row of the summary: mean, standard deviation (n > 1) and range.
+The baselines (baselines.json, written by bench: majority class, TF-IDF + LR) sit in the table and the plot.
+Paired differences compare runs that share a seed (so the same validation carve and data order): each method
+against full fine-tuning of the same model, and each model against the first one with the same method; the
+interval is the mean difference's 95% Student-t interval over the shared seeds.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import statistics
 from pathlib import Path
 
@@ -69,10 +75,55 @@ def _sd(xs):
     return round(statistics.stdev(xs), 4) if len(xs) > 1 else None
 
 
-def summary_markdown(summary: list[dict]) -> str:
+def paired(rows: list[dict]) -> list[dict]:
+    """Differences (points) between runs with the same seed: method - full per model, model - first model
+    per method; mean and 95% t-interval of each metric over the shared seeds."""
+    from scipy import stats
+
+    runs: dict[tuple, dict] = {}
+    for r in rows:
+        runs.setdefault((r["model"], r["method"]), {})[r["seed"]] = r
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    pairs = [((model, m), (model, "full")) for model in models for (mm, m) in runs if mm == model and m != "full"
+             and (model, "full") in runs]
+    pairs += [((model, m), (models[0], m)) for model in models[1:] for (mm, m) in runs if mm == model
+              and (models[0], m) in runs]
+    out = []
+    for a, b in pairs:
+        seeds = sorted(set(runs[a]) & set(runs[b]))
+        if not seeds:
+            continue
+        row = {"comparison": f"{a[0]}/{a[1]} - {b[0]}/{b[1]}", "n": len(seeds), "seeds": " ".join(map(str, seeds))}
+        for metric in ("accuracy", "macro_f1"):
+            d = [100 * (runs[a][s][metric] - runs[b][s][metric]) for s in seeds]
+            mean = statistics.mean(d)
+            half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
+            row[f"{metric}_diff"] = round(mean, 2)
+            row[f"{metric}_ci_low"] = None if half is None else round(mean - half, 2)
+            row[f"{metric}_ci_high"] = None if half is None else round(mean + half, 2)
+        out.append(row)
+    return out
+
+
+def paired_markdown(pairs: list[dict], split: str) -> str:
+    if not pairs:
+        return ""
+    lines = ["", f"Paired differences on {split} (points; same seeds; 95% t-interval over them):", "",
+             "| comparison | seeds | accuracy | macro-F1 |", "|---|---|---|---|"]
+    for p in pairs:
+        cells = [f"{p[f'{m}_diff']:+.2f}" + ("" if p[f"{m}_ci_low"] is None else
+                                             f" [{p[f'{m}_ci_low']:+.2f}, {p[f'{m}_ci_high']:+.2f}]")
+                 for m in ("accuracy", "macro_f1")]
+        lines.append(f"| {p['comparison']} | {p['seeds']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(summary: list[dict], baselines: dict | None = None) -> str:
     split = summary[0]["split"] if summary else "test"
     lines = [f"| model | method | trainable params (% of total) | seeds | {split} accuracy | {split} macro-F1 | "
              "macro-F1 range | train s (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in (baselines or {}).items():
+        lines.append(f"| (baseline) | {name} | – | – | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | – | – |")
     for s in summary:
         kept = f" → {s['kept_params']:,} kept" if s["kept_params"] != s["trainable_params"] else ""
         lines.append(f"| {s['model']} | {s['method']} | "
@@ -90,14 +141,23 @@ def _pm(mean, sd) -> str:
 def write_reports(out: Path, results: list[dict]) -> None:
     rows = run_rows(results)
     summary = summarise(rows)
+    split = rows[0]["split"]
+    bfile = out / "baselines.json"
+    baselines = json.loads(bfile.read_text()) if bfile.is_file() else None
+    if baselines and baselines.get("split") != split:  # the baselines are scored where the runs are
+        baselines = None
+    baselines = baselines and baselines["scores"]
+    pairs = paired(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.csv", _csv(rows, RUN_COLUMNS))
     write_text(out / "summary.csv", _csv(summary, list(summary[0])))
-    write_text(out / "summary.md", summary_markdown(summary))
-    plot(summary, out / "plot.png")
+    if pairs:
+        write_text(out / "paired.csv", _csv(pairs, list(pairs[0])))
+    write_text(out / "summary.md", summary_markdown(summary, baselines) + paired_markdown(pairs, split))
+    plot(summary, out / "plot.png", baselines)
 
 
-def plot(summary: list[dict], path: Path) -> None:
+def plot(summary: list[dict], path: Path, baselines: dict | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
@@ -112,11 +172,13 @@ def plot(summary: list[dict], path: Path) -> None:
             for s in pts:
                 ax.annotate(s["method"], (s["trainable_params"], s[f"{metric}_mean"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
+        for j, (name, m) in enumerate((baselines or {}).items()):
+            ax.axhline(m[metric], color="grey", linestyle=("--", ":")[j % 2], linewidth=1, label=name)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (log scale)")
         ax.set_ylabel(f"{summary[0]['split']} {label} (mean ± sd over seeds)")
         ax.grid(alpha=0.3)
-    axes[0].legend(title="model", fontsize=8)
+    axes[0].legend(title="model / baseline", fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)

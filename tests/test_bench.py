@@ -132,3 +132,29 @@ def test_bad_shard_is_one_line(tiny_bert, toy_files, tmp_path, shard):
     r = runner.invoke(app, [*bench_args(tiny_bert, toy_files, out, "--methods", "lora"), "--shard", shard])
     assert_one_line_error(r, "--shard", "K/N")
     assert not out.exists()
+
+
+def test_tables_carry_baselines_and_paired_differences(tiny_bert, toy_files, tmp_path):
+    from scipy import stats
+
+    out = tmp_path / "bench"
+    r = runner.invoke(app, bench_args(tiny_bert, toy_files, out, "--methods", "full,lora", "--seeds", "3,4,5"))
+    assert r.exit_code == 0, r.output
+    base = json.loads((out / "baselines.json").read_text())
+    assert base["split"] == "test" and set(base["scores"]) == {"majority class", "TF-IDF + LR"}
+    assert base["scores"]["majority class"]["accuracy"] == 0.5  # the toy test set is balanced
+    assert base["scores"]["TF-IDF + LR"]["accuracy"] > 0.9  # its keywords separate the classes
+    summary = (out / "summary.md").read_text()
+    assert "| (baseline) | majority class |" in summary and "| (baseline) | TF-IDF + LR |" in summary
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    f1 = {(row["method"], int(row["seed"])): float(row["macro_f1"]) for row in rows}
+    d = [100 * (f1[("lora", s)] - f1[("full", s)]) for s in (3, 4, 5)]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(d) / 3 ** 0.5
+    with open(out / "paired.csv") as f:
+        (pair,) = list(csv.DictReader(f))
+    assert pair["comparison"] == f"{tiny_bert.name}/lora - {tiny_bert.name}/full" and pair["seeds"] == "3 4 5"
+    assert float(pair["macro_f1_diff"]) == pytest.approx(statistics.mean(d), abs=0.01)
+    assert float(pair["macro_f1_ci_high"]) - float(pair["macro_f1_ci_low"]) == pytest.approx(2 * half, abs=0.02)
+    assert "Paired differences on test" in summary
