@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .runinfo import write_text
 
-RUN_COLUMNS = ["run", "model", "method", "seed", "trainable_params", "trainable_params_no_head", "kept_params",
+RUN_COLUMNS = ["run", "task", "model", "method", "seed", "trainable_params", "trainable_params_no_head", "kept_params",
                "trainable_percent", "split", "accuracy", "macro_f1", "best_step", "train_seconds",
                "train_samples_per_second"]
 
@@ -30,7 +30,7 @@ def scored_split(results: list[dict]) -> str:
 
 def run_rows(results: list[dict]) -> list[dict]:
     split = scored_split(results)
-    return [{"run": r["run"], "model": r["model_label"], "method": r["method"], "seed": r["seed"],
+    return [{"run": r["run"], "task": r["task"], "model": r["model_label"], "method": r["method"], "seed": r["seed"],
              "trainable_params": r["trainable_params"], "trainable_params_no_head": r["trainable_params_no_head"],
              "kept_params": kept_params(r), "trainable_percent": round(r["trainable_percent"], 4), "split": split,
              "accuracy": round(r[split]["accuracy"], 6), "macro_f1": round(r[split]["macro_f1"], 6),
@@ -76,13 +76,13 @@ def _sd(xs):
 
 
 def paired(rows: list[dict]) -> list[dict]:
-    """Differences (points) between runs with the same seed: method - full per model, model - first model
-    per method; mean and 95% t-interval of each metric over the shared seeds."""
+    """Differences (points) between runs of the same task and seed: method - full per model, model - first
+    model per method; mean and 95% t-interval of each metric over the shared (task, seed) units."""
     from scipy import stats
 
     runs: dict[tuple, dict] = {}
     for r in rows:
-        runs.setdefault((r["model"], r["method"]), {})[r["seed"]] = r
+        runs.setdefault((r["model"], r["method"]), {})[(r.get("task", ""), r["seed"])] = r
     models = list(dict.fromkeys(r["model"] for r in rows))
     pairs = [((model, m), (model, "full")) for model in models for (mm, m) in runs if mm == model and m != "full"
              and (model, "full") in runs]
@@ -93,7 +93,9 @@ def paired(rows: list[dict]) -> list[dict]:
         seeds = sorted(set(runs[a]) & set(runs[b]))
         if not seeds:
             continue
-        row = {"comparison": f"{a[0]}/{a[1]} - {b[0]}/{b[1]}", "n": len(seeds), "seeds": " ".join(map(str, seeds))}
+        one_task = len({task for task, _ in seeds}) == 1
+        shown = " ".join(str(s) for _, s in seeds) if one_task else f"{len(seeds)} task x seed pairs"
+        row = {"comparison": f"{a[0]}/{a[1]} - {b[0]}/{b[1]}", "n": len(seeds), "seeds": shown}
         for metric in ("accuracy", "macro_f1"):
             d = [100 * (runs[a][s][metric] - runs[b][s][metric]) for s in seeds]
             mean = statistics.mean(d)
@@ -108,7 +110,7 @@ def paired(rows: list[dict]) -> list[dict]:
 def paired_markdown(pairs: list[dict], split: str) -> str:
     if not pairs:
         return ""
-    lines = ["", f"Paired differences on {split} (points; same seeds; 95% t-interval over them):", "",
+    lines = ["", f"Paired differences on {split} (points; same task and seed; 95% t-interval over them):", "",
              "| comparison | seeds | accuracy | macro-F1 |", "|---|---|---|---|"]
     for p in pairs:
         cells = [f"{p[f'{m}_diff']:+.2f}" + ("" if p[f"{m}_ci_low"] is None else

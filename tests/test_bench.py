@@ -158,3 +158,44 @@ def test_tables_carry_baselines_and_paired_differences(tiny_bert, toy_files, tmp
     assert float(pair["macro_f1_diff"]) == pytest.approx(statistics.mean(d), abs=0.01)
     assert float(pair["macro_f1_ci_high"]) - float(pair["macro_f1_ci_low"]) == pytest.approx(2 * half, abs=0.02)
     assert "Paired differences on test" in summary
+
+
+def test_suite_runs_each_task_as_a_grid_and_joins_them(tiny_bert, tmp_path):
+    """A suite recipe: one bench grid per task (the shipped sample here, twice under two names would clash, so one
+    task in a group), then suite.md with the group's means, baselines and paired differences."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks: [finance-sample]\ngroups: {sample: [finance-sample]}\n"
+                     f"models: [{tiny_bert}]\nmethods: [full, bitfit]\nseeds: [1, 2]\n")
+    out = tmp_path / "suite"
+    args = ["bench", "--suite", str(suite), "--output", str(out), "--max-steps", "2", "--set", "data.max_length=16",
+            "--set", "train.precision=no"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    with open(out / "finance-sample" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {row["task"] for row in rows} == {"finance-sample"}
+    text = (out / "suite.md").read_text()
+    assert "## sample (1 task, test)" in text and "| (baseline) | TF-IDF + LR |" in text
+    f1 = [float(row["macro_f1"]) for row in rows if row["method"] == "bitfit"]
+    with open(out / "suite.csv") as f:
+        bitfit = [row for row in csv.DictReader(f) if row["method"] == "bitfit"][0]
+    assert float(bitfit["macro_f1_mean"]) == pytest.approx(statistics.mean(f1), abs=1e-4)
+    assert f"{tiny_bert.name}/bitfit - {tiny_bert.name}/full | 1 2 |" in text
+    # the command line's lists replace the suite's; a suite and --task together are refused
+    r = runner.invoke(app, [*args, "--seeds", "1"])
+    assert r.exit_code == 0 and r.output.count("done, kept") == 2, r.output
+    assert_one_line_error(runner.invoke(app, [*args, "--task", "sst2"]), "--task", "--suite")
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\n", ["seeds"]),
+    ("tasks: []\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\n", ["tasks must be a non-empty list"]),
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: {g: [sst2]}\n", ["sst2"]),
+])
+def test_bad_suite_is_one_line(tmp_path, text, needles):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text)
+    assert_one_line_error(runner.invoke(app, ["bench", "--suite", str(suite), "--output", str(tmp_path / "o")]),
+                          *needles)
+    assert_one_line_error(runner.invoke(app, ["bench", "--suite", "nonesuch"]), "nonesuch", "finance")
+    assert not (tmp_path / "o").exists()

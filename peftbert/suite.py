@@ -1,0 +1,130 @@
+"""`peftbert bench --suite NAME|FILE`: a benchmark suite as a recipe (recipes/bench/<name>.yaml).
+
+A suite lists tasks, models, methods and seeds. Each task is an ordinary bench grid in OUTPUT/<task>/ (its own
+tables, plot and baselines; resumable; --shard applies to each). suite.md then joins them per group of tasks
+(FOMC's three published splits are one group): each model x method's mean over the group's tasks and seeds,
+the group's baselines (means of its tasks'), and paired differences whose units are (task, seed) pairs, so
+the interval covers seeds and splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import RECIPES_DIR, deep_merge, load_yaml
+from .errors import UserError
+
+KEYS = {"tasks", "models", "methods", "seeds", "groups", "budget"}
+
+
+@dataclass
+class Suite:
+    tasks: list[str]
+    models: list[str]
+    methods: list[str]
+    seeds: list[int]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    budget: str | None = None
+
+    def group_of(self) -> dict[str, list[str]]:
+        """group name -> its tasks, in suite order; a task in no group is a group of its own."""
+        grouped = {t for ts in self.groups.values() for t in ts}
+        out = {name: list(ts) for name, ts in self.groups.items()}
+        out.update({t: [t] for t in self.tasks if t not in grouped})
+        return dict(sorted(out.items(), key=lambda kv: self.tasks.index(kv[1][0])))
+
+
+def load_suite(name: str) -> Suite:
+    path = Path(name) if Path(name).is_file() else RECIPES_DIR / "bench" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (RECIPES_DIR / "bench").glob("*.yaml"))
+        raise UserError(f"--suite {name!r}: no such file or suite; give a YAML file or one of: {', '.join(known)}")
+    d = load_yaml(path)
+    if not isinstance(d, dict) or set(d) - KEYS or not {"tasks", "models", "methods", "seeds"} <= set(d):
+        raise UserError(f"suite {path}: expected the keys tasks, models, methods, seeds (and optionally groups, "
+                        f"budget); got {', '.join(d) if isinstance(d, dict) else type(d).__name__}")
+    suite = Suite(**d)
+    for key in ("tasks", "models", "methods", "seeds"):
+        items = getattr(suite, key)
+        if not isinstance(items, list) or not items or len(set(map(str, items))) != len(items):
+            raise UserError(f"suite {path}: {key} must be a non-empty list without repeats, got {items!r}")
+    stray = {t for ts in suite.groups.values() for t in ts} - set(suite.tasks)
+    if stray:
+        raise UserError(f"suite {path}: groups name tasks not in tasks: {', '.join(sorted(stray))}")
+    return suite
+
+
+def task_dir(out: Path, task: str) -> Path:
+    return out / task.replace("@", "-")
+
+
+def run_suite(suite: Suite, *, recipe: str | None, values: dict, overrides: list[str] | None, out: Path,
+              cpu: bool = False, shard: str | None = None, log=print) -> None:
+    from .bench import plan, run_bench
+
+    if "data" in values and "task" in values["data"]:
+        raise UserError("--task and --suite both name tasks; drop --task (the suite lists its tasks)")
+    # every task's cells are planned (and so checked) before the first run
+    plans = [(task, plan(suite.models, suite.methods, [int(s) for s in suite.seeds], recipe=recipe,
+                         values=deep_merge(values, {"data": {"task": task}}), overrides=overrides,
+                         budget=suite.budget, out=task_dir(out, task), log=log)) for task in suite.tasks]
+    for task, cells in plans:
+        log(f"== {task}")
+        run_bench(cells, task_dir(out, task), cpu=cpu, shard=shard, log=log)
+    write_suite_report(suite, out)
+    log(f"wrote {out / 'suite.md'}")
+
+
+def write_suite_report(suite: Suite, out: Path) -> None:
+    from .bench_report import _csv, paired, paired_markdown
+    from .runinfo import write_text
+
+    lines = ["# Suite results", "", "Mean over each group's tasks and seeds; baselines are the mean of the "
+             "tasks' own (`<task>/baselines.json`). Generated from `<task>/results.csv`.", ""]
+    table = []
+    for group, tasks in suite.group_of().items():
+        rows = []
+        for task in tasks:
+            f = task_dir(out, task) / "results.csv"
+            if f.is_file():
+                with open(f) as fh:
+                    rows += [{**r, "task": task, "seed": int(r["seed"]), "accuracy": float(r["accuracy"]),
+                              "macro_f1": float(r["macro_f1"])} for r in csv.DictReader(fh)]
+        if not rows:
+            continue
+        split = rows[0]["split"]
+        lines += [f"## {group} ({len(tasks)} task{'s' if len(tasks) > 1 else ''}, {split})", "",
+                  "| model | method | trainable % | runs (tasks x seeds) | accuracy | macro-F1 (mean ± sd) |",
+                  "|---|---|---|---|---|---|"]
+        for name, score in group_baselines(out, tasks).items():
+            lines.append(f"| (baseline) | {name} | – | {score['n']} tasks | {score['accuracy']:.4f} | "
+                         f"{score['macro_f1']:.4f} |")
+        for (model, method) in dict.fromkeys((r["model"], r["method"]) for r in rows):
+            runs = [r for r in rows if (r["model"], r["method"]) == (model, method)]
+            f1 = [r["macro_f1"] for r in runs]
+            row = {"group": group, "model": model, "method": method, "runs": len(runs),
+                   "trainable_percent": float(runs[0]["trainable_percent"]),
+                   "accuracy_mean": round(statistics.mean(r["accuracy"] for r in runs), 4),
+                   "macro_f1_mean": round(statistics.mean(f1), 4),
+                   "macro_f1_sd": round(statistics.stdev(f1), 4) if len(f1) > 1 else None}
+            table.append(row)
+            sd = "" if row["macro_f1_sd"] is None else f" ± {row['macro_f1_sd']:.4f}"
+            lines.append(f"| {model} | {method} | {row['trainable_percent']:.2f} | {len(runs)} | "
+                         f"{row['accuracy_mean']:.4f} | {row['macro_f1_mean']:.4f}{sd} |")
+        lines.append(paired_markdown(paired(rows), split))
+    if table:
+        write_text(out / "suite.csv", _csv(table, list(table[0])))
+    write_text(out / "suite.md", "\n".join(lines) + "\n")
+
+
+def group_baselines(out: Path, tasks: list[str]) -> dict[str, dict]:
+    found = [json.loads((task_dir(out, t) / "baselines.json").read_text())["scores"] for t in tasks
+             if (task_dir(out, t) / "baselines.json").is_file()]
+    if not found:
+        return {}
+    return {name: {"n": len(found), "accuracy": statistics.mean(s[name]["accuracy"] for s in found),
+                   "macro_f1": statistics.mean(s[name]["macro_f1"] for s in found)} for name in found[0]}
