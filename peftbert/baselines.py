@@ -54,12 +54,15 @@ def write_baselines(cfg, out, log=print) -> None:
     from .data.tasks import load_task
     from .runinfo import write_json
 
+    import dataclasses
+
     task = load_task(cfg.data, cfg.train.seed)
     path = out / "baselines.json"
-    if path.is_file() and json.loads(path.read_text()).get("task") == task.name:
+    key = {"data": dataclasses.asdict(cfg.data), "seed": cfg.train.seed}  # what decides the rows it fits and scores
+    if path.is_file() and json.loads(path.read_text()).get("key") == json.loads(json.dumps(key)):
         return
     split = "test" if task.test is not None and len(task.test) else "validation"
     scores = baseline_scores(task)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"task": task.name, "split": split, "seed": cfg.train.seed, "scores": scores})
+    write_json(path, {"task": task.name, "split": split, "key": key, "scores": scores})
     log("baselines on " + split + ": " + ", ".join(f"{k} macro-F1 {v['macro_f1']:.4f}" for k, v in scores.items()))

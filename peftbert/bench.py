@@ -24,7 +24,7 @@ from .methods.budget import parse_budget
 EXAMPLES = {"models": "minilm,runs/adapt-finance", "methods": "lora,adapter,adalora", "seeds": "1,2,3"}
 # set per cell by the grid: a --set of these would silently make every cell the same
 GRID_KEYS = {"model": "--models", "method": "--methods", "output": "--output", "train.seed": "--seeds"}
-REPORTS = ("results.csv", "summary.csv", "summary.md", "plot.png")
+REPORTS = ("results.csv", "summary.csv", "summary.md", "plot.png", "baselines.json")
 
 
 @dataclass
@@ -159,29 +159,29 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
         from .baselines import write_baselines
 
         write_baselines(cells[0].cfg, out, log)  # the bars the tables and plot are read against
-    results = []
+    def finished() -> list[dict]:
+        """Every finished cell of the grid, whichever process or shard ran it: the tables never go backwards."""
+        return [{"run": c.name, "model_label": model_label(c.model),
+                 **json.loads((out / "runs" / c.name / "metrics.json").read_text())}
+                for c in cells if (out / "runs" / c.name / "metrics.json").exists()]
+
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.name
-        done = cell_dir / "metrics.json"
-        if done.exists():
+        if (cell_dir / "metrics.json").exists():
             log(f"[{i}/{len(cells)}] {cell.name}: done, kept")
-        elif (i - 1) % n != k - 1:  # another shard's cell, not finished yet: the tables take it when it is
             continue
-        else:
-            # a complete checkpoint (a killed cell may have left only a partial one): resume; otherwise start over
-            resume = "latest" if complete_checkpoints(cell_dir) else None
-            log(f"[{i}/{len(cells)}] {cell.name}" + (" (resuming)" if resume else ""))
-            cfg = dataclasses.replace(cell.cfg, output=str(cell_dir))
-            run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=lambda *a, **k: log("   ", *a, **k))
-            state.wait_for_everyone()  # metrics.json is written by the main process
-        results.append({"run": cell.name, "model_label": model_label(cell.model), **json.loads(done.read_text())})
+        if (i - 1) % n != k - 1:  # another shard's cell: the tables take it once it is finished
+            continue
+        # a complete checkpoint (a killed cell may have left only a partial one): resume; otherwise start over
+        resume = "latest" if complete_checkpoints(cell_dir) else None
+        log(f"[{i}/{len(cells)}] {cell.name}" + (" (resuming)" if resume else ""))
+        cfg = dataclasses.replace(cell.cfg, output=str(cell_dir))
+        run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=lambda *a, **kw: log("   ", *a, **kw))
+        state.wait_for_everyone()  # metrics.json is written by the main process
         if state.is_main_process:
-            write_reports(out, results)
-    if n > 1 and state.is_main_process:  # the other shards' cells finished meanwhile (same --output) join too
-        results = [{"run": c.name, "model_label": model_label(c.model),
-                    **json.loads((out / "runs" / c.name / "metrics.json").read_text())}
-                   for c in cells if (out / "runs" / c.name / "metrics.json").exists()]
-        if results:
-            write_reports(out, results)
-    log(f"wrote {out / 'summary.md'}, {out / 'results.csv'} and {out / 'plot.png'}")
+            write_reports(out, finished())
+    results = finished()
+    if results and state.is_main_process:
+        write_reports(out, results)
+        log(f"wrote {out / 'summary.md'}, {out / 'results.csv'} and {out / 'plot.png'}")
     return results

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -182,7 +183,7 @@ def plot(summary: list[dict], path: Path, baselines: dict | None = None) -> None
         ax.grid(alpha=0.3)
     axes[0].legend(title="model / baseline", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")  # per process: bench shards may write the same plot
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)

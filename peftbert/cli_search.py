@@ -33,11 +33,12 @@ def run(
     values = deep_merge(values, parse_set(set_))
     if show_space:
         base = tune_config(recipe, values)
-        resolved = load_space(space, base)
+        resolved = load_space(space, base, values)
         check_space(resolved, base, lambda extra: tune_config(recipe, deep_merge(values, extra)))
         print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None, width=200), end="")
         return
-    argv = ctx.meta.get("peftbert.argv", ["search"])  # as typed (cli.OneLineErrors keeps it)
+    # as typed (cli.OneLineErrors keeps it), less --overwrite: the recorded command continues the study
+    argv = [a for a in ctx.meta.get("peftbert.argv", ["search"]) if a not in ("--overwrite", "--no-overwrite")]
     run_search(values, recipe=recipe, space_file=space, trials=trials, minutes=minutes, output=output,
                overwrite=overwrite, prune=prune, cpu=cpu, command=shlex.join(["peftbert", *argv]))
 

@@ -29,6 +29,9 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
         raise UserError(f"--format must be one of {'|'.join(FORMATS)}, got {fmt!r}")
     if fmt == "hf" and (int8 or eval_file):
         raise UserError("--int8 and --eval-file apply to --format onnx (int8 in PyTorch: `peftbert predict --int8`)")
+    if (Path(run_dir) / "export_info.json").is_file():
+        raise UserError(f"{run_dir} is an export, not a run; export its source run (source_run in its "
+                        "export_info.json)")
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite or not (out / "export_info.json").is_file():

@@ -57,7 +57,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: bench shards may write the same file
     tmp.write_text(text)
     tmp.replace(path)  # atomic: a reader never sees half a file
 

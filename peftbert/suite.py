@@ -3,8 +3,9 @@
 A suite lists tasks, models, methods and seeds. Each task is an ordinary bench grid in OUTPUT/<task>/ (its own
 tables, plot and baselines; resumable; --shard applies to each). suite.md then joins them per group of tasks
 (FOMC's three published splits are one group): each model x method's mean over the group's tasks and seeds,
-the group's baselines (means of its tasks'), and paired differences whose units are (task, seed) pairs, so
-the interval covers seeds and splits.
+the group's baselines (means of its tasks'), and paired differences whose units are (task, seed) pairs. The
+interval treats those pairs as independent; runs on one split share its test set, so it is a rough guide,
+narrower than one that modelled the splits apart.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ def load_suite(name: str) -> Suite:
     suite = Suite(**d)
     for key in ("tasks", "models", "methods", "seeds"):
         items = getattr(suite, key)
-        if not isinstance(items, list) or not items or len(set(map(str, items))) != len(items):
-            raise UserError(f"suite {path}: {key} must be a non-empty list without repeats, got {items!r}")
+        kind = int if key == "seeds" else str
+        if (not isinstance(items, list) or not items or len(set(map(str, items))) != len(items)
+                or not all(type(x) is kind for x in items)):
+            raise UserError(f"suite {path}: {key} must be a non-empty list of {kind.__name__}s without repeats, "
+                            f"got {items!r}")
+    suite.groups = suite.groups or {}
+    if not isinstance(suite.groups, dict) or not all(isinstance(ts, list) and ts for ts in suite.groups.values()):
+        raise UserError(f"suite {path}: groups must map a name to a non-empty list of tasks, got {suite.groups!r}")
     stray = {t for ts in suite.groups.values() for t in ts} - set(suite.tasks)
     if stray:
         raise UserError(f"suite {path}: groups name tasks not in tasks: {', '.join(sorted(stray))}")
@@ -69,7 +76,7 @@ def run_suite(suite: Suite, *, recipe: str | None, values: dict, overrides: list
     if "data" in values and "task" in values["data"]:
         raise UserError("--task and --suite both name tasks; drop --task (the suite lists its tasks)")
     # every task's cells are planned (and so checked) before the first run
-    plans = [(task, plan(suite.models, suite.methods, [int(s) for s in suite.seeds], recipe=recipe,
+    plans = [(task, plan(suite.models, suite.methods, suite.seeds, recipe=recipe,
                          values=deep_merge(values, {"data": {"task": task}}), overrides=overrides,
                          budget=suite.budget, out=task_dir(out, task), log=log)) for task in suite.tasks]
     for task, cells in plans:

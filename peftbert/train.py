@@ -38,7 +38,7 @@ class Hooks:
     """What a method may add to the loop; defaults do nothing."""
     on_train_begin: Callable | None = None  # (model, plan) once, after prepare, before the first step
     on_optimizer_step: Callable | None = None  # (model, step) after optimizer.step, before zero_grad
-    on_evaluate: Callable | None = None  # (evaluation number, step, metrics) after each evaluation; may raise to stop
+    on_evaluate: Callable | None = None  # (step, total steps, metrics) after each evaluation; may raise to stop
 
 
 @dataclass(frozen=True)
@@ -129,19 +129,22 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, p
 
 
 def build_optimizer(model, args: TrainArgs, head: tuple[str, ...] = ()):
-    """AdamW in up to four groups: decayed or not (biases and LayerNorm weights are not: BERT's recipe), and
-    encoder or task head (`head`: module names; the head learns at lr x head_lr_ratio)."""
+    """AdamW in groups: decayed or not (biases and LayerNorm weights are not: BERT's recipe) and, when
+    head_lr_ratio != 1, encoder or task head (`head`: module names; the head learns at lr x head_lr_ratio).
+    At ratio 1 the layout is the two groups checkpoints written before the ratio existed hold, so they resume."""
+    split_head = args.head_lr_ratio != 1
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             decayed = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
-            in_head = any(f".{h}." in f".{name}" for h in head)  # as models.count_params counts the head
-            groups.setdefault((decayed, in_head), []).append(p)
+            in_head = split_head and any(f".{h}." in f".{name}" for h in head)  # as models.count_params counts it
+            groups.setdefault((in_head, not decayed), []).append(p)
     if not groups:
         raise UserError("the model has no trainable parameters: check the method's settings")
-    groups = [{"params": ps, "weight_decay": args.weight_decay if decayed else 0.0,
+    # encoder groups first (the logged lr is group 0's), decayed before not (the old order)
+    groups = [{"params": ps, "weight_decay": 0.0 if no_decay else args.weight_decay, "head": in_head,
                "lr": args.lr * (args.head_lr_ratio if in_head else 1.0)}
-              for (decayed, in_head), ps in sorted(groups.items())]
+              for (in_head, no_decay), ps in sorted(groups.items())]
     # fused AdamW: one kernel for all parameters; ~5x faster per step than the default on 2 CPU cores for
     # MiniLM's 22.7M parameters (benchmarks/micro.py: 13.7 vs 66.5 ms). It needs float CPU/CUDA tensors.
     params = [p for g in groups for p in g["params"]]
@@ -192,7 +195,16 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     best_state, bad_evals, start_epoch, skip_batches = None, 0, 0, 0
     if resume:
         ckpt = find_checkpoint(resume, out_dir)
-        acc.load_state(str(ckpt))
+        wanted = [g["initial_lr"] for g in optimizer.param_groups]
+        mismatch = (f"{ckpt} was saved with other optimizer settings (train.lr, train.head_lr_ratio) or by another "
+                    "peftbert version; resume with the run's own recipe.yaml, or start again with --overwrite")
+        try:
+            acc.load_state(str(ckpt))
+        except ValueError:  # torch: "loaded state dict has a different number of parameter groups", ...
+            raise UserError(mismatch) from None
+        # the checkpoint's learning rates would silently win over the ones asked for now
+        if [g["initial_lr"] for g in optimizer.param_groups] != wanted:
+            raise UserError(mismatch)
         state = json.loads((ckpt / "trainer_state.json").read_text())
         res.steps, res.history, res.samples_seen = state["step"], state["history"], state["samples_seen"]
         res.best_metric, res.best_step, res.best_eval = state["best_metric"], state["best_step"], state["best_eval"]
@@ -230,7 +242,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
                        + (" (best)" if improved else ""))
         res.eval_seconds += time.perf_counter() - t_eval
         if hooks.on_evaluate:
-            hooks.on_evaluate(len(res.history), res.steps, metrics)
+            hooks.on_evaluate(res.steps, total_steps, metrics)
         return args.patience is not None and bad_evals >= args.patience
 
     bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,

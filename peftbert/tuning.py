@@ -41,6 +41,16 @@ def check_method(cfg: RunConfig, model_path: str, num_labels: int) -> None:
     dry_apply(get_method(cfg.method), cfg.method_args, model_config, arch_of(model_config))
 
 
+def preflight(cfg: RunConfig):
+    """Everything a user can get wrong in a run (data, model, tokenizer, the method on this model), checked
+    before anything is written: (task, model path, tokenizer)."""
+    task = load_task(cfg.data, cfg.train.seed)
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    check_method(cfg, model_path, len(task.label_names))
+    return task, model_path, tokenizer
+
+
 def default_output(cfg: RunConfig, task_name: str) -> Path:
     model = Path(cfg.model).name or cfg.model
     return Path("runs") / f"{task_name.replace('@', '-')}-{cfg.method}-{model}-s{cfg.train.seed}"
@@ -51,11 +61,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     """One tune run. `search` runs trials with `on_evaluate` (a Hooks.on_evaluate: reports, may stop the run),
     without the test set (`score_test=False`: selection sees validation only) and without weights."""
     method = get_method(cfg.method)
-    # Everything a user can get wrong is checked before anything is written.
-    task = load_task(cfg.data, cfg.train.seed)
-    model_path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(model_path)
-    check_method(cfg, model_path, len(task.label_names))  # before --overwrite removes an earlier run
+    task, model_path, tokenizer = preflight(cfg)  # before --overwrite removes an earlier run
     out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
     prepare_output(out, overwrite, resume)
     if resume:

@@ -191,6 +191,9 @@ def test_suite_runs_each_task_as_a_grid_and_joins_them(tiny_bert, tmp_path):
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\n", ["seeds"]),
     ("tasks: []\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\n", ["tasks must be a non-empty list"]),
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: {g: [sst2]}\n", ["sst2"]),
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: [a]\n", ["groups must map"]),
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: {g: []}\n", ["groups"]),
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [x, 1.5]\n", ["seeds", "ints"]),
 ])
 def test_bad_suite_is_one_line(tmp_path, text, needles):
     suite = tmp_path / "suite.yaml"

@@ -126,6 +126,8 @@ def test_predict_serves_exports_with_the_runs_labels(tiny_bert, toy_files, tmp_p
     assert len(int8) == len(ours) and "int8 vs fp32" in output
     from peftbert.onnx_export import OnnxClassifier
     assert isinstance(load_run(tmp_path / "onnx")[0], OnnxClassifier)
+    assert_one_line_error(runner.invoke(app, ["export", str(tmp_path / "onnx"), "--output", str(tmp_path / "again")]),
+                          "is an export", "source_run")
     shutil.rmtree(tmp_path / "hf")
     (tmp_path / "onnx" / "model_quantized.onnx").unlink()
     assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "onnx"), "--text", "x", "--int8"]),

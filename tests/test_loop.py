@@ -128,3 +128,23 @@ def test_head_learns_at_its_own_rate(tiny_bert, toy_files, method):
         assert lr == pytest.approx(1e-2 if in_head else 1e-3), name
         assert decay == (0.0 if p.ndim < 2 or "LayerNorm" in name else cfg.train.weight_decay), name
     assert any(".classifier." in f".{n}" for n in trainable) and any(".layer." in f".{n}" for n in trainable)
+
+
+def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_path):
+    """A checkpoint's optimizer holds its learning rates: resuming with others would silently keep the old ones."""
+    from typer.testing import CliRunner
+
+    from peftbert.cli import app
+
+    run = tmp_path / "run"
+    run_tune(make_config(tiny_bert, toy_files, "lora", run, ["train.save_every=2", "train.max_steps=4"]),
+             log=lambda *a: None)
+    base = ["tune", "--model", str(tiny_bert), "--method", "lora", "--train-file", str(toy_files["train"]),
+            "--validation-file", str(toy_files["validation"]), "--output", str(run), "--resume", "latest",
+            "--set", "data.max_length=16", "--set", "train.precision=no", "--batch-size", "16", "--max-steps", "6"]
+    for extra in (["--lr", "5e-2"], ["--head-lr-ratio", "3"]):
+        r = CliRunner().invoke(app, [*base, *extra])  # found once the checkpoint is read, after the run's log lines
+        errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert len(errors) == 1 and "other optimizer settings" in errors[0] and "--overwrite" in errors[0]
+    assert not (run / "checkpoints" / "checkpoint_6").exists()

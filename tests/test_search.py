@@ -1,6 +1,7 @@
 """`peftbert search`: Optuna trials as tune runs, validation-only selection, the best recipe, resuming, bad input."""
 
 import json
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -55,6 +56,8 @@ def test_search_selects_on_validation_and_its_recipe_reproduces(tiny_bert, toy_f
         assert len(t.intermediate_values) >= 1  # each evaluation reported to the pruner
         assert not list((out / "trials" / f"{t.number:03d}").glob("*.safetensors"))  # trials keep no weights
         assert t.params["lora.r"] in (2, 4) and 1e-3 <= t.params["train.lr"] <= 2e-2
+    # trial 0 is the recipe as given, where the space holds its values (lora's preset lr; r and epochs are outside)
+    assert study.trials[0].params["train.lr"] == 2e-3 and study.trials[0].user_attrs["note"] == "the starting recipe"
     best = max(study.trials, key=lambda t: t.value)
     assert f"**{best.value:.4f}**" in (out / "trials.md").read_text()
 
@@ -86,6 +89,8 @@ def test_search_continues_and_reruns_an_interrupted_trial(tiny_bert, toy_files, 
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
     assert study.trials[-1].params == killed.params  # the rerun has the interrupted trial's settings
+    lrs = [t.params["train.lr"] for t in study.trials]
+    assert len(set(lrs)) == len(lrs) - 1  # a continued search draws afresh (only the rerun repeats a point)
     # a finished search is not rerun; other settings in the same directory are refused
     r = runner.invoke(app, [*args, "--trials", "3"])
     assert r.exit_code == 0 and "trial" not in r.output.split("best:")[0], r.output
@@ -93,6 +98,46 @@ def test_search_continues_and_reruns_an_interrupted_trial(tiny_bert, toy_files, 
                           "other settings", "--overwrite")
     assert runner.invoke(app, [*args, "--trials", "1", "--overwrite"]).exit_code == 0
     assert len(load_study(out).trials) == 1
+
+
+def test_an_interrupted_trial_runs_again_first(tiny_bert, toy_files, tmp_path, monkeypatch):
+    """Ctrl-C in a trial: Optuna marks it failed; its directory goes and its settings run first next time."""
+    from peftbert import tuning
+
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}})
+    args = search_args(tiny_bert, toy_files, out, space, "--max-steps", "3", "--trials", "2")
+    real = tuning.run_tune
+
+    def interrupted(cfg, **kw):
+        Path(cfg.output).mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "run_tune", interrupted)
+    runner.invoke(app, args)  # CliRunner turns the KeyboardInterrupt into an exit
+    study = load_study(out)
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"] and not (out / "trials" / "000").exists()
+    first = study.trials[0].params
+    monkeypatch.setattr(tuning, "run_tune", real)
+    assert runner.invoke(app, args).exit_code == 0
+    study = load_study(out)
+    assert study.trials[1].state.name == "COMPLETE" and study.trials[1].params == first
+
+
+def test_bad_data_or_a_busy_output_stop_before_any_trial(tiny_bert, toy_files, tmp_path):
+    import fcntl
+
+    space = replace_space(tmp_path / "space.yaml", SPACE)
+    out = tmp_path / "search"
+    bad = [a if a != str(tiny_bert) else str(tmp_path / "no-model") for a in search_args(tiny_bert, toy_files, out,
+                                                                                         space)]
+    assert_one_line_error(runner.invoke(app, bad), "no-model")
+    assert not out.exists()
+    out.mkdir()
+    with open(out / "search.lock", "w") as f:  # another search holds it
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space)),
+                              "another `peftbert search` is running")
 
 
 def test_diverging_trials_are_recorded_and_the_search_goes_on(tiny_bert, toy_files, tmp_path):
@@ -109,13 +154,25 @@ def test_diverging_trials_are_recorded_and_the_search_goes_on(tiny_bert, toy_fil
 
 
 def test_default_space_comes_from_the_method_and_its_preset():
-    r = runner.invoke(app, ["search", "--method", "lora", "--lr", "1e-3", "--show-space"])
+    r = runner.invoke(app, ["search", "--method", "lora", "--show-space"])
     assert r.exit_code == 0, r.output
     space = yaml.safe_load(r.output)
-    assert space["train.lr"] == {"low": 2.5e-4, "high": 4e-3, "log": True}  # around the run's lr
-    assert space["lora.r"] == {"choices": [4, 8, 16, 32]}
+    assert space["train.lr"] == {"low": 5e-4, "high": 8e-3, "log": True}  # around the preset's 2e-3
+    assert space["train.epochs"] == {"choices": [2, 5, 10]} and space["lora.r"] == {"choices": [4, 8, 16, 32]}
     r = runner.invoke(app, ["search", "--method", "adapter", "--show-space"])
     assert "adapter.reduction_factor" in yaml.safe_load(r.output) and "lora.r" not in r.output
+    # what the command line sets is fixed, not searched
+    r = runner.invoke(app, ["search", "--method", "lora", "--lr", "1e-3", "--set", "lora.r=16", "--max-steps", "50",
+                            "--show-space"])
+    space = yaml.safe_load(r.output)
+    assert not {"train.lr", "lora.r", "train.epochs"} & set(space) and "lora.alpha" in space, r.output
+
+
+def test_a_searched_key_the_command_line_fixes_is_refused(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("lora.r: {choices: [4, 8]}\n")
+    r = runner.invoke(app, ["search", "--method", "lora", "--set", "lora.r=16", "--space", str(path), "--show-space"])
+    assert_one_line_error(r, "lora.r", "command line fixes")
 
 
 @pytest.mark.parametrize("space, needles", [
@@ -126,6 +183,8 @@ def test_default_space_comes_from_the_method_and_its_preset():
     ({"train.lr": {"choices": [-1.0]}}, ["lr"]),  # an edge value the config refuses
     ({"lora.target_modules": {"choices": [["query"]]}}, ["choices must be"]),
     ({"train.seed": {"choices": [1, 2]}}, ["train.seed", "bench"]),
+    ({"train.metric": {"choices": ["accuracy", "mcc"]}}, ["train.metric", "how trials are measured"]),
+    ({"data.validation_fraction": {"low": 0.1, "high": 0.3}}, ["data.validation_fraction", "measured"]),
 ])
 def test_bad_space_is_one_line_and_writes_nothing(tiny_bert, toy_files, tmp_path, space, needles):
     path = tmp_path / "space.yaml"

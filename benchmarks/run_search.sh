@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Searches on the finance tasks (selection on validation only; trials never score test), the evidence a
+# preset in recipes/methods/ is to come from.
+# Each runs `peftbert search` into runs/search-<name>/ (resumable: rerun the same line to continue it) and copies
+# its trials.md, trials.csv and best.yaml to benchmarks/search/<name>/.
+# Usage: PEFTBERT_DATA_DIR=../shared/data bash benchmarks/run_search.sh lora-twitter [more names]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for name in "$@"; do
+  case $name in
+    lora-twitter) args=(--method lora --task twitter-fin-sentiment --trials 16 --minutes 50) ;;
+    full-twitter) args=(--method full --task twitter-fin-sentiment --trials 12 --minutes 60) ;;
+    lora-fomc) args=(--method lora --task fomc-hawkish-dovish@5768 --trials 16 --minutes 40) ;;
+    *) echo "unknown search $name (see the case list in $0)" >&2; exit 2 ;;
+  esac
+  peftbert search "${args[@]}" --output "runs/search-$name"
+  mkdir -p "benchmarks/search/$name"
+  cp "runs/search-$name"/{trials.md,trials.csv,best.yaml} "benchmarks/search/$name/"
+done
