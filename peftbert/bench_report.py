@@ -152,10 +152,10 @@ def write_reports(out: Path, results: list[dict]) -> None:
     baselines = baselines and baselines["scores"]
     pairs = paired(rows)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "results.csv", _csv(rows, RUN_COLUMNS))
-    write_text(out / "summary.csv", _csv(summary, list(summary[0])))
+    write_text(out / "results.csv", to_csv(rows, RUN_COLUMNS))
+    write_text(out / "summary.csv", to_csv(summary, list(summary[0])))
     if pairs:
-        write_text(out / "paired.csv", _csv(pairs, list(pairs[0])))
+        write_text(out / "paired.csv", to_csv(pairs, list(pairs[0])))
     write_text(out / "summary.md", summary_markdown(summary, baselines) + paired_markdown(pairs, split))
     plot(summary, out / "plot.png", baselines)
 
@@ -189,7 +189,7 @@ def plot(summary: list[dict], path: Path, baselines: dict | None = None) -> None
     tmp.replace(path)
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
+def to_csv(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -401,6 +401,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
                       lora=build_dataclass(LoraArgs, merged.get("lora"), "lora"))
     cfg.model = str(cfg.model or "minilm")
     check_metric(cfg.train.metric, MLM_METRICS, "adapt")
+    if cfg.train.head_lr_ratio != 1:  # (not a flag of adapt; a recipe could still carry it)
+        raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
     if not (cfg.domain or cfg.corpus or cfg.task):
         raise UserError("nothing to adapt on: pass --domain finance, --corpus FILE (repeatable) or --task NAME")
     return cfg

@@ -17,11 +17,11 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from .errors import UserError
+from .onnx_runtime import OnnxClassifier, check_onnx_installed
 from .predict import predict_proba
 
 PARITY_ATOL = 1e-4  # largest |logit difference| to PyTorch an export may have
@@ -82,24 +82,6 @@ def quantize(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
-class OnnxClassifier:
-    """An ONNX Runtime session that answers like a transformers classifier (`.config`, `(**batch).logits`),
-    so predict's length-sorted batching serves it unchanged."""
-
-    def __init__(self, path: Path, config):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()  # the same cores PyTorch uses, for a fair figure
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.config = config
-
-    def __call__(self, **batch):
-        feed = {n: batch[n].numpy() for n in self.inputs}
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
-
-
 def parity(model, onnx_model, tokenizer) -> float:
     enc = tokenizer(PROBE_TEXTS, padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -136,14 +118,6 @@ def compare_on_file(engines: dict, tokenizer, file: str, info: dict, log) -> dic
         log(f"{name}: accuracy {acc:.4f}, {speed:,.0f} texts/s, same label as PyTorch on {agree:.2%} of "
             f"{len(gold):,} rows")
     return report
-
-
-def check_onnx_installed(what: str, packages=("onnx", "onnxscript", "onnxruntime")) -> None:
-    import importlib.util
-
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
-    if missing:
-        raise UserError(f"{what} needs {', '.join(missing)}: pip install 'peftbert[onnx]'")
 
 
 def write_onnx(model, tokenizer, tmp: Path, info: dict, *, int8: bool, eval_file: str | None, log) -> dict:

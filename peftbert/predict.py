@@ -78,7 +78,7 @@ def load_export(export_dir: Path, int8: bool):
         return load_classifier(str(export_dir), id2label).eval(), tokenizer, info
     from transformers import AutoConfig
 
-    from .onnx_export import OnnxClassifier, check_onnx_installed
+    from .onnx_runtime import OnnxClassifier, check_onnx_installed
 
     check_onnx_installed("serving an ONNX export", ("onnxruntime",))
     graph = export_dir / ("model_quantized.onnx" if int8 else "model.onnx")

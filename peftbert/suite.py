@@ -87,7 +87,7 @@ def run_suite(suite: Suite, *, recipe: str | None, values: dict, overrides: list
 
 
 def write_suite_report(suite: Suite, out: Path) -> None:
-    from .bench_report import _csv, paired, paired_markdown
+    from .bench_report import to_csv, paired, paired_markdown
     from .runinfo import write_text
 
     lines = ["# Suite results", "", "Mean over each group's tasks and seeds; baselines are the mean of the "
@@ -124,7 +124,7 @@ def write_suite_report(suite: Suite, out: Path) -> None:
                          f"{row['accuracy_mean']:.4f} | {row['macro_f1_mean']:.4f}{sd} |")
         lines.append(paired_markdown(paired(rows), split))
     if table:
-        write_text(out / "suite.csv", _csv(table, list(table[0])))
+        write_text(out / "suite.csv", to_csv(table, list(table[0])))
     write_text(out / "suite.md", "\n".join(lines) + "\n")
 
 

@@ -38,7 +38,7 @@ CASES = [
     # ---------------------------------------------------------------- flags typer/click reject
     Case("tune --epochs abc", "a number flag given a word", ("--epochs", "'abc'", "not a valid number")),
     Case("tune --batch-size 1.5", "an integer flag given a fraction", ("--batch-size", "'1.5'", "not a valid integer")),
-    Case("tune --lr-rate 3", "a misspelled flag", ("no such option: --lr-rate", "did you mean --lr")),
+    Case("tune --lrr 3", "a misspelled flag", ("no such option: --lrr", "did you mean --lr?")),
     Case("tune --method", "a flag without its value", ("--method", "requires an argument")),
     Case("predict", "a missing argument", ("missing argument", "RUN_DIR")),
     Case("tunne", "a misspelled command", ("no such command 'tunne'", "'tune'")),

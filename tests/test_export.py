@@ -124,7 +124,7 @@ def test_predict_serves_exports_with_the_runs_labels(tiny_bert, toy_files, tmp_p
     assert labels(tmp_path / "hf")[0] == ours
     int8, output = labels(tmp_path / "onnx", "--int8")
     assert len(int8) == len(ours) and "int8 vs fp32" in output
-    from peftbert.onnx_export import OnnxClassifier
+    from peftbert.onnx_runtime import OnnxClassifier
     assert isinstance(load_run(tmp_path / "onnx")[0], OnnxClassifier)
     assert_one_line_error(runner.invoke(app, ["export", str(tmp_path / "onnx"), "--output", str(tmp_path / "again")]),
                           "is an export", "source_run")

@@ -105,7 +105,9 @@ TUNE = (expected_flags(RunConfig) | expected_flags(TrainArgs) | expected_flags(D
 SCHEMA = {
     "tune": TUNE,
     "bench": TUNE - {"--model", "--method", "--output", "--seed"},
-    "adapt": (expected_flags(AdaptConfig) | expected_flags(AdaptArgs) | expected_flags(TrainArgs)
+    "search": TUNE - {"--output"} | {"--output", "--trials", "--space"},
+    # adapt trains no task head, so no --head-lr-ratio (a recipe that sets it is refused)
+    "adapt": (expected_flags(AdaptConfig) | expected_flags(AdaptArgs) | expected_flags(TrainArgs, skip=("head_lr_ratio",))
               | expected_flags(LoraArgs, "lora", dotted=True)),
 }
 
