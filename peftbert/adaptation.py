@@ -327,7 +327,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     log(f"held-out before: {summary(before)}")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_recipe(cfg, out / "recipe.yaml")
+        if not resume:  # a resume writes it once the checkpoint has accepted these settings (train checks them)
+            save_recipe(cfg, out / "recipe.yaml")
 
     results = []
     if a.head_warmup_steps and resume:
@@ -343,6 +344,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     evaluate = make_evaluator(acc, heldout, t.eval_batch_size)
     results.append(train(net, train_blocks, collate.batch, t, accelerator=acc, evaluate=evaluate, out_dir=out,
                          resume=resume, greater_is_better=MLM_METRICS[t.metric], describe=f"adapt-{a.method}"))
+    if resume and acc.is_main_process:
+        save_recipe(cfg, out / "recipe.yaml")
 
     acc.unwrap_model(net, keep_fp32_wrapper=False)  # (the loop restored the best weights into it)
     if a.method == "lora":

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig, deep_merge, parse_set, yaml_load
-from .errors import UserError
+from .errors import CheckpointMismatch, UserError
 from .methods import METHODS, sizable
 from .methods.budget import parse_budget
 
@@ -176,7 +176,12 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
         resume = "latest" if complete_checkpoints(cell_dir) else None
         log(f"[{i}/{len(cells)}] {cell.name}" + (" (resuming)" if resume else ""))
         cfg = dataclasses.replace(cell.cfg, output=str(cell_dir))
-        run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=lambda *a, **kw: log("   ", *a, **kw))
+        cell_log = lambda *a, **kw: log("   ", *a, **kw)  # noqa: E731
+        try:
+            run_tune(cfg, overwrite=True, resume=resume, cpu=cpu, log=cell_log)
+        except CheckpointMismatch:  # saved with other settings or another version: this cell starts over
+            log("    its checkpoint is from other settings: starting the cell over")
+            run_tune(cfg, overwrite=True, resume=None, cpu=cpu, log=cell_log)
         state.wait_for_everyone()  # metrics.json is written by the main process
         if state.is_main_process:
             write_reports(out, finished())

@@ -166,14 +166,20 @@ def suggest(trial, key: str, spec: dict, kind: type):
     return trial.suggest_float(key, float(low), float(high), log=log)
 
 
-def prepare_search_dir(out: Path, overwrite: bool) -> None:
-    """An existing search continues; anything else in the way is refused (or, with --overwrite, a search replaced)."""
+def check_search_dir(out: Path) -> None:
+    """An existing search continues (or, with --overwrite, is replaced once its lock is held); anything else in
+    the way is refused."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not out.is_dir() or not ((out / "study.db").is_file() or (out / "search.lock").is_file()):
         raise UserError(f"{out} exists and is not a peftbert search directory; choose another --output")
-    if overwrite:
-        shutil.rmtree(out)
+
+
+def clear_search_dir(out: Path) -> None:
+    """--overwrite, under the lock: everything but the lock file itself (a running search would hold it)."""
+    for entry in out.iterdir():
+        if entry.name != "search.lock":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def run_search(values: dict, *, recipe: str | None, space_file: str | None, trials: int, minutes: float | None,
@@ -198,9 +204,11 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     preflight(base)  # data, model, tokenizer and method: a mistake there is one line now, not a failed trial 0
     metric = base.train.metric
     out = Path(output)
-    prepare_search_dir(out, overwrite)
+    check_search_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with search_lock(out):
+        if overwrite:
+            clear_search_dir(out)
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=PRUNE_FROM_PERCENT) if prune
                   else optuna.pruners.NopPruner())
@@ -208,7 +216,7 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY, load_if_exists=True,
             direction="maximize" if SELECTION_METRICS[metric] else "minimize", pruner=pruner)
         # seeded by the run's seed and the trials so far: a continued search draws new points, not the same again
-        study.sampler = optuna.samplers.TPESampler(seed=base.train.seed + len(study.trials))
+        study.sampler = optuna.samplers.TPESampler(seed=(base.train.seed + len(study.trials)) % 2**32)
         settings = json.loads(json.dumps({"run": {**base.to_dict(), "output": None}, "space": space, "prune": prune}))
         if "settings" not in study.user_attrs:
             study.set_user_attr("settings", settings)
@@ -230,8 +238,13 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             cfg = build(deep_merge(nest(picked), {"output": str(trial_dir)}))
             cfg.train.save_every = None  # trials keep no weights, checkpoints included
 
+            reported = set()
+
             def on_evaluate(step: int, total: int, metrics: dict) -> None:
-                percent = round(100 * step / total)  # schedules of different lengths compare at equal progress
+                percent = int(100 * step / total)  # schedules of different lengths compare at equal progress
+                if step >= total or percent in reported:  # the end is the trial's value, not a reason to prune
+                    return
+                reported.add(percent)
                 trial.report(metrics[metric], percent)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"validation {metric} {metrics[metric]:.4f} at {percent}% of its steps")
@@ -247,7 +260,7 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
                 raise optuna.TrialPruned() from None
             except KeyboardInterrupt:  # Optuna marks it failed; its settings run first next time
                 shutil.rmtree(trial_dir, ignore_errors=True)
-                study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+                study.enqueue_trial(trial.params, user_attrs={**trial.user_attrs, "rerun_of": trial.number})
                 raise
             for k in ("trainable_percent", "train_seconds", "epochs", "stopped_early"):
                 trial.set_user_attr(k, m[k])
@@ -302,7 +315,7 @@ def requeue_interrupted(study, out: Path, log) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         shutil.rmtree(out / "trials" / f"{t.number:03d}", ignore_errors=True)
-        study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
+        study.enqueue_trial(t.params, user_attrs={**t.user_attrs, "rerun_of": t.number})
         log(f"trial {t.number} was interrupted: queued to run again")
 
 
@@ -341,6 +354,8 @@ def write_reports(study, out: Path, metric: str):
     if best is not None:
         recipe = yaml.safe_load((out / "trials" / f"{best.number:03d}" / "recipe.yaml").read_text())
         recipe.pop("output", None)
+        # trials ran without checkpoints; the recipe keeps what the search was given
+        recipe["train"]["save_every"] = study.user_attrs["settings"]["run"]["train"]["save_every"]
         header = (f"# Chosen by `{study.user_attrs.get('command', '')}`\n"
                   f"# trial {best.number} of {len(done)}: validation {metric} {best.value:.4f} (test not seen)\n"
                   f"# searched: {', '.join(f'{k}={fmt(v)}' for k, v in best.params.items())}\n")

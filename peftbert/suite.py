@@ -57,7 +57,8 @@ def load_suite(name: str) -> Suite:
             raise UserError(f"suite {path}: {key} must be a non-empty list of {kind.__name__}s without repeats, "
                             f"got {items!r}")
     suite.groups = suite.groups or {}
-    if not isinstance(suite.groups, dict) or not all(isinstance(ts, list) and ts for ts in suite.groups.values()):
+    if not isinstance(suite.groups, dict) or not all(
+            isinstance(ts, list) and ts and all(type(t) is str for t in ts) for ts in suite.groups.values()):
         raise UserError(f"suite {path}: groups must map a name to a non-empty list of tasks, got {suite.groups!r}")
     stray = {t for ts in suite.groups.values() for t in ts} - set(suite.tasks)
     if stray:

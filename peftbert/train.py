@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .config import TrainArgs
 from .data.batching import LengthGroupedEpochSampler
 from .fast_dropout import cpu_fast_dropout
-from .errors import TrainingDiverged, UserError
+from .errors import CheckpointMismatch, TrainingDiverged, UserError
 from . import hardware, trackers
 
 CKPT_DIR = "checkpoints"  # Accelerate's automatic naming: <out>/checkpoints/checkpoint_<step>
@@ -195,16 +195,17 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
     best_state, bad_evals, start_epoch, skip_batches = None, 0, 0, 0
     if resume:
         ckpt = find_checkpoint(resume, out_dir)
-        wanted = [g["initial_lr"] for g in optimizer.param_groups]
-        mismatch = (f"{ckpt} was saved with other optimizer settings (train.lr, train.head_lr_ratio) or by another "
-                    "peftbert version; resume with the run's own recipe.yaml, or start again with --overwrite")
+        wanted = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
+        mismatch = (f"{ckpt} was saved with other optimizer settings (train.lr, train.weight_decay, "
+                    "train.head_lr_ratio) or by another peftbert version; resume with the run's own recipe.yaml, "
+                    "or start again with --overwrite")
         try:
             acc.load_state(str(ckpt))
         except ValueError:  # torch: "loaded state dict has a different number of parameter groups", ...
-            raise UserError(mismatch) from None
-        # the checkpoint's learning rates would silently win over the ones asked for now
-        if [g["initial_lr"] for g in optimizer.param_groups] != wanted:
-            raise UserError(mismatch)
+            raise CheckpointMismatch(mismatch) from None
+        # the checkpoint's learning rates and decay would silently win over the ones asked for now
+        if [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups] != wanted:
+            raise CheckpointMismatch(mismatch)
         state = json.loads((ckpt / "trainer_state.json").read_text())
         res.steps, res.history, res.samples_seen = state["step"], state["history"], state["samples_seen"]
         res.best_metric, res.best_step, res.best_eval = state["best_metric"], state["best_step"], state["best_eval"]

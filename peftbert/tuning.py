@@ -93,12 +93,15 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
 
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_recipe(cfg, out / "recipe.yaml")
+        if not resume:  # a resume writes it once the checkpoint has accepted these settings (train checks them)
+            save_recipe(cfg, out / "recipe.yaml")
     hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
                   functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
     result = train(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), collate, cfg.train,
                    accelerator=acc, evaluate=evaluate, out_dir=out, hooks=hooks, resume=resume,
                    greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method, head=head)
+    if resume and acc.is_main_process:
+        save_recipe(cfg, out / "recipe.yaml")
 
     # The final scores in fp32, without the loop's autocast: the saved model is served in fp32 (predict, export,
     # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).

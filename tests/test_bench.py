@@ -194,6 +194,7 @@ def test_suite_runs_each_task_as_a_grid_and_joins_them(tiny_bert, tmp_path):
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: [a]\n", ["groups must map"]),
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: {g: []}\n", ["groups"]),
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [x, 1.5]\n", ["seeds", "ints"]),
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: {g: [1]}\n", ["groups"]),
 ])
 def test_bad_suite_is_one_line(tmp_path, text, needles):
     suite = tmp_path / "suite.yaml"
@@ -202,3 +203,15 @@ def test_bad_suite_is_one_line(tmp_path, text, needles):
                           *needles)
     assert_one_line_error(runner.invoke(app, ["bench", "--suite", "nonesuch"]), "nonesuch", "finance")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_cell_whose_checkpoint_has_other_settings_starts_over(tiny_bert, toy_files, tmp_path):
+    out = tmp_path / "bench"
+    args = bench_args(tiny_bert, toy_files, out, "--methods", "lora", "--seeds", "3")
+    assert runner.invoke(app, [*args, "--save-every", "2"]).exit_code == 0
+    cell = out / "runs" / f"{tiny_bert.name}-lora-s3"
+    (cell / "metrics.json").unlink()  # as if killed after its last checkpoint
+    r = runner.invoke(app, [*args, "--save-every", "2", "--set", "train.lr=0.05"])
+    assert r.exit_code == 0, r.output
+    assert "starting the cell over" in r.output and (cell / "metrics.json").exists()
+    assert json.loads((cell / "metrics.json").read_text())["steps"] == 4

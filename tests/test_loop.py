@@ -142,9 +142,11 @@ def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_
     base = ["tune", "--model", str(tiny_bert), "--method", "lora", "--train-file", str(toy_files["train"]),
             "--validation-file", str(toy_files["validation"]), "--output", str(run), "--resume", "latest",
             "--set", "data.max_length=16", "--set", "train.precision=no", "--batch-size", "16", "--max-steps", "6"]
-    for extra in (["--lr", "5e-2"], ["--head-lr-ratio", "3"]):
+    recipe = (run / "recipe.yaml").read_text()
+    for extra in (["--lr", "5e-2"], ["--head-lr-ratio", "3"], ["--weight-decay", "0.3"]):
         r = CliRunner().invoke(app, [*base, *extra])  # found once the checkpoint is read, after the run's log lines
         errors = [line for line in r.output.splitlines() if line.startswith("error:")]
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         assert len(errors) == 1 and "other optimizer settings" in errors[0] and "--overwrite" in errors[0]
+        assert (run / "recipe.yaml").read_text() == recipe  # the advice (resume with it) still holds
     assert not (run / "checkpoints" / "checkpoint_6").exists()

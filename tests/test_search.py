@@ -53,7 +53,8 @@ def test_search_selects_on_validation_and_its_recipe_reproduces(tiny_bert, toy_f
         m = json.loads((out / "trials" / f"{t.number:03d}" / "metrics.json").read_text())
         assert m["test"] is None  # a trial never scores the test set
         assert t.value == m["validation"]["macro_f1"]
-        assert len(t.intermediate_values) >= 1  # each evaluation reported to the pruner
+        # each evaluation before the end reported to the pruner, at its share of the steps (2 epochs: at 50%)
+        assert list(t.intermediate_values) == [50 * e for e in range(1, t.params["train.epochs"])]
         assert not list((out / "trials" / f"{t.number:03d}").glob("*.safetensors"))  # trials keep no weights
         assert t.params["lora.r"] in (2, 4) and 1e-3 <= t.params["train.lr"] <= 2e-2
     # trial 0 is the recipe as given, where the space holds its values (lora's preset lr; r and epochs are outside)
@@ -134,10 +135,22 @@ def test_bad_data_or_a_busy_output_stop_before_any_trial(tiny_bert, toy_files, t
     assert_one_line_error(runner.invoke(app, bad), "no-model")
     assert not out.exists()
     out.mkdir()
-    with open(out / "search.lock", "w") as f:  # another search holds it
+    (out / "study.db").write_text("")
+    with open(out / "search.lock", "w") as f:  # another search holds it: not even --overwrite touches its files
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space)),
-                              "another `peftbert search` is running")
+        for extra in ([], ["--overwrite"]):
+            assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space, *extra)),
+                                  "another `peftbert search` is running")
+    assert (out / "study.db").exists()
+
+
+def test_finished_trials_are_never_pruned(tiny_bert, toy_files, tmp_path):
+    """The pruner sees evaluations before a trial's end only: a finished trial below the median is complete."""
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-4, "high": 5e-2, "log": True}})
+    r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--trials", "6", "--max-steps", "3"))
+    assert r.exit_code == 0, r.output
+    assert [t.state.name for t in load_study(out).trials] == ["COMPLETE"] * 6
 
 
 def test_diverging_trials_are_recorded_and_the_search_goes_on(tiny_bert, toy_files, tmp_path):
