@@ -100,6 +100,11 @@ def spec_values(key: str, spec) -> list:
                     f"{{low: a, high: b, log: true|false}} with a < b (a > 0 on a log scale)")
 
 
+def settings_blocks(cfg: RunConfig) -> dict:
+    """The blocks a space key can name: train.*, data.* and the method's own."""
+    return {"train": cfg.train, "data": cfg.data, cfg.method: cfg.method_args}
+
+
 def nest(picked: dict) -> dict:
     """{"train.lr": 1e-3, "lora.r": 8} -> {"train": {"lr": 1e-3}, "lora": {"r": 8}}"""
     out: dict = {}
@@ -112,7 +117,7 @@ def nest(picked: dict) -> dict:
 def check_space(space: dict, cfg: RunConfig, build) -> None:
     """Every key names a setting of this run and every edge of every range makes a valid config, before any
     trial starts (`build(nested values)` builds and validates a RunConfig)."""
-    blocks = {"train": cfg.train, "data": cfg.data, cfg.method: cfg.method_args}
+    blocks = settings_blocks(cfg)
     for key, spec in space.items():
         block, _, name = key.partition(".")
         if block not in blocks or name not in {f.name for f in dataclasses.fields(blocks[block])}:
@@ -130,7 +135,7 @@ def check_space(space: dict, cfg: RunConfig, build) -> None:
 
 def starting_point(cfg: RunConfig, space: dict) -> dict:
     """The run's own values of the searched keys, those the space can take (Optuna samples the others)."""
-    blocks = {"train": cfg.train, "data": cfg.data, cfg.method: cfg.method_args}
+    blocks = settings_blocks(cfg)
     out = {}
     for key, spec in space.items():
         block, _, name = key.partition(".")
@@ -148,7 +153,7 @@ def field_types(cfg: RunConfig, space: dict) -> dict:
     """key -> the setting's declared type, which decides integer or float sampling of a range."""
     import typing
 
-    blocks = {"train": cfg.train, "data": cfg.data, cfg.method: cfg.method_args}
+    blocks = settings_blocks(cfg)
     out = {}
     for key in space:
         block, _, name = key.partition(".")
