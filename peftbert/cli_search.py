@@ -27,14 +27,11 @@ def run(
     import yaml
 
     from .config import deep_merge, parse_set
-    from .search import check_space, load_space, run_search
-    from .tuning import tune_config
+    from .search import resolve_space, run_search
 
     values = deep_merge(values, parse_set(set_))
     if show_space:
-        base = tune_config(recipe, values)
-        resolved = load_space(space, base, values)
-        check_space(resolved, base, lambda extra: tune_config(recipe, deep_merge(values, extra)))
+        _, resolved = resolve_space(values, recipe, space)
         print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None, width=200), end="")
         return
     # as typed (cli.OneLineErrors keeps it), less --overwrite: the recorded command continues the study

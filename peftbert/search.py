@@ -187,6 +187,16 @@ def clear_search_dir(out: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
+def resolve_space(values: dict, recipe: str | None, space_file: str | None) -> tuple[RunConfig, dict]:
+    """(the run as given, its checked search space): what `--show-space` prints and a search explores."""
+    from .tuning import tune_config
+
+    base = tune_config(recipe, values)
+    space = load_space(space_file, base, values)
+    check_space(space, base, lambda extra: tune_config(recipe, deep_merge(values, extra)))
+    return base, space
+
+
 def run_search(values: dict, *, recipe: str | None, space_file: str | None, trials: int, minutes: float | None,
                output: str, overwrite: bool = False, prune: bool = True, cpu: bool = False, command: str = "",
                log=print) -> dict:
@@ -202,9 +212,7 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
         raise UserError(f"--trials must be at least 1, got {trials}")
     if minutes is not None and not minutes > 0:
         raise UserError(f"--minutes must be a positive number, got {minutes}")
-    base = build({})
-    space = load_space(space_file, base, values)
-    check_space(space, base, build)
+    base, space = resolve_space(values, recipe, space_file)
     kinds = field_types(base, space)
     preflight(base)  # data, model, tokenizer and method: a mistake there is one line now, not a failed trial 0
     metric = base.train.metric
