@@ -30,5 +30,5 @@ if __name__ == "__main__":
     seed, output = int(sys.argv[1]), sys.argv[2]
     test = os.path.join(os.environ["PEFTBERT_DATA_DIR"], "finance-tasks/twitter-financial-news-sentiment/valid.csv")
     peftbert.tune(method="full", train_file="runs/short-train.csv", validation_file="runs/short-validation.csv",
-                  test_file=test, train={"epochs": 3, "lr": 1e-4, "seed": seed, "group_by_length": True,
+                  test_file=test, train={"epochs": 3, "lr": 1e-4, "seed": seed, "batching": "grouped",
                                          "report_to": "none"}, output=output, overwrite=True)

@@ -4,7 +4,9 @@
 
 Rows (each command timed as a whole process; throughput as each tool measures its own training loop):
 - tune full / lora: `peftbert tune` vs reference/trainer_tune.py (transformers.Trainer + peft, random batches,
-  DataCollatorWithPadding), same model, rows, epochs, batch, learning rate, warm-up, max length, precision;
+  DataCollatorWithPadding), same model, rows, epochs, batch, learning rate, warm-up, max length, precision, at
+  each of --seeds; test accuracy is compared as the difference of the two tools' means over the seeds (a
+  single seed's score swings by points in this short regime);
 - adapt: `peftbert adapt` (packed blocks, head on masked positions only) vs reference/trainer_mlm.py
   (run_mlm.py --line_by_line: a padded line per example, head on every position), real tokens per second;
 - predict: `peftbert predict` on the tuned LoRA run vs reference/pipeline_predict.py
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,6 +120,7 @@ def main():
     p.add_argument("--data-dir", default=os.environ.get("PEFTBERT_DATA_DIR", str(HERE.parent.parent / "shared/data")))
     p.add_argument("--rows", type=int, default=3000, help="training rows of twitter finance sentiment")
     p.add_argument("--epochs", type=float, default=3, help="training epochs (both tools)")
+    p.add_argument("--seeds", default="42,1,2", help="training seeds (both tools); accuracy is compared over all")
     p.add_argument("--adapt-steps", type=int, default=60, help="optimizer steps of each masked-LM run")
     p.add_argument("--corpus-docs", type=int, default=40, help="documents taken from each finance-corpus file")
     p.add_argument("--predict-texts", type=int, default=0, help="predict only the first N texts (0: all 9.5k)")
@@ -145,26 +150,34 @@ def main():
     report = {"host": host(), "precision": precision, "precision_why": why, "peak_tflops": peak,
               "rows": args.rows, "epochs": args.epochs, "mean_tokens": mean_len, "train": {}, "cmd": sys.argv}
 
+    seeds = [int(x) for x in args.seeds.split(",")]
     for method in ("full", "lora"):
         lr = build_config(None, {"method": method}, method_configs()).train.lr  # the method's preset
-        common = ["--epochs", args.epochs, "--lr", lr, "--batch-size", 32, "--max-length", 128, "--seed", 42]
-        wall, _, _ = run(PEFTBERT + ["tune", "--method", method, "--train-file", data["train"],
-                                     "--validation-file", data["validation"], "--test-file", data["test"],
-                                     "--output", tmp / f"ours-{method}", *common])
-        m = json.loads((tmp / f"ours-{method}" / "metrics.json").read_text())
-        ours = {"wall": wall, "samples_per_second": m["train_samples_per_second"], "train_seconds": m["train_seconds"],
-                "accuracy": m["test"]["accuracy"], "macro_f1": m["test"]["macro_f1"]}
-        wall, out, _ = run([sys.executable, REF / "trainer_tune.py", "--model", model, "--method", method, "--train",
-                            data["train"], "--test", data["test"], "--output", tmp / f"ref-{method}", *common, *bf16])
-        r = last_json(out)
-        ref = {"wall": wall, "samples_per_second": r["train_samples_per_second"], "train_seconds": r["train_seconds"],
-               "accuracy": r["test_accuracy"], "macro_f1": r["test_macro_f1"]}
         per_token = flops_per_token(config, mean_len) * (3 if method == "full" else 2)
         tokens = sum(train_lengths) * args.epochs
-        for row in (ours, ref):
-            row["useful_tflops"] = per_token * tokens / row["train_seconds"] / 1e12
-            row["utilisation"] = row["useful_tflops"] / peak_used
-        report["train"][method] = {"peftbert": ours, "reference": ref, "lr": lr}
+        runs = {"peftbert": [], "reference": []}
+        for seed in seeds:
+            common = ["--epochs", args.epochs, "--lr", lr, "--batch-size", 32, "--max-length", 128, "--seed", seed]
+            run_dir = tmp / f"ours-{method}-s{seed}"
+            wall, _, _ = run(PEFTBERT + ["tune", "--method", method, "--train-file", data["train"],
+                                         "--validation-file", data["validation"], "--test-file", data["test"],
+                                         "--output", run_dir, *common])
+            m = json.loads((run_dir / "metrics.json").read_text())
+            runs["peftbert"].append({"seed": seed, "wall": wall, "samples_per_second": m["train_samples_per_second"],
+                                     "train_seconds": m["train_seconds"], "accuracy": m["test"]["accuracy"],
+                                     "macro_f1": m["test"]["macro_f1"]})
+            wall, out, _ = run([sys.executable, REF / "trainer_tune.py", "--model", model, "--method", method,
+                                "--train", data["train"], "--test", data["test"], "--output", tmp / f"ref-{method}",
+                                *common, *bf16])
+            r = last_json(out)
+            runs["reference"].append({"seed": seed, "wall": wall, "samples_per_second": r["train_samples_per_second"],
+                                      "train_seconds": r["train_seconds"], "accuracy": r["test_accuracy"],
+                                      "macro_f1": r["test_macro_f1"]})
+        report["train"][method] = {"lr": lr, "seeds": seeds,
+                                   **{tool: summarise(rs, per_token * tokens, peak_used) for tool, rs in runs.items()}}
+        for metric in ("accuracy", "macro_f1"):
+            report["train"][method][f"{metric}_difference"] = difference(
+                [x[metric] for x in runs["peftbert"]], [x[metric] for x in runs["reference"]])
 
     # adapt: masked-LM on the same corpus slice, real tokens per second
     wall, _, _ = run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", args.adapt_steps,
@@ -184,11 +197,12 @@ def main():
 
     # predict: the tuned LoRA run, fp32, on the 9.5k training texts
     from peftbert.predict import load_run
-    merged, tok, _ = load_run(tmp / "ours-lora", merge=True)
+    lora_run = tmp / f"ours-lora-s{seeds[0]}"  # the first seed's LoRA run serves every prediction row
+    merged, tok, _ = load_run(lora_run, merge=True)
     merged.save_pretrained(tmp / "merged")
     tok.save_pretrained(tmp / "merged")
     rows = {}
-    wall, _, err = run(PEFTBERT + ["predict", tmp / "ours-lora", "--file", data["texts"], "--output",
+    wall, _, err = run(PEFTBERT + ["predict", lora_run, "--file", data["texts"], "--output",
                                    tmp / "ours.jsonl"])
     steady = float(re.search(r"\(([\d,]+) texts/s", err).group(1).replace(",", ""))
     n = len(pd.read_csv(data["texts"]))
@@ -203,7 +217,7 @@ def main():
                        "labels_differing": sum(a != b for a, b in zip(ours_labels, ref_labels))}
     # the same run exported once to ONNX (its one-off cost reported apart, as the merge for the pipeline is),
     # then served by `peftbert predict EXPORT` through ONNX Runtime
-    export_wall, _, _ = run(PEFTBERT + ["export", tmp / "ours-lora", "--format", "onnx", "--int8", "--output",
+    export_wall, _, _ = run(PEFTBERT + ["export", lora_run, "--format", "onnx", "--int8", "--output",
                                         tmp / "onnx"])
     wall, _, err = run(PEFTBERT + ["predict", tmp / "onnx", "--file", data["texts"], "--output", tmp / "onnx.jsonl"])
     onnx_labels = [json.loads(x)["label"] for x in (tmp / "onnx.jsonl").read_text().splitlines()]
@@ -212,7 +226,7 @@ def main():
         "steady_texts_per_second": float(re.search(r"\(([\d,]+) texts/s", err).group(1).replace(",", "")),
         "labels_differing": sum(a != b for a, b in zip(ours_labels, onnx_labels))}
     rows = {k: rows[k] for k in ("peftbert predict", "peftbert predict, ONNX export", *[k for k in rows if "pipe" in k])}
-    for name, source in (("peftbert predict --int8", tmp / "ours-lora"), ("ONNX export --int8", tmp / "onnx")):
+    for name, source in (("peftbert predict --int8", lora_run), ("ONNX export --int8", tmp / "onnx")):
         rows[name] = int8_row(source, data["texts"], tmp)
     report["predict"] = {"texts": n, "rows": rows}
     shutil.rmtree(tmp, ignore_errors=True)
@@ -222,6 +236,31 @@ def main():
     (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
+
+
+def summarise(runs: list[dict], useful_flops: float, peak: float) -> dict:
+    """One tool's runs over the seeds: means (sd for the scores), and each run as measured."""
+    mean = lambda key: statistics.mean(r[key] for r in runs)
+    sd = lambda key: statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0
+    row = {k: mean(k) for k in ("wall", "samples_per_second", "train_seconds", "accuracy", "macro_f1")}
+    row.update(accuracy_sd=sd("accuracy"), macro_f1_sd=sd("macro_f1"), runs=runs)
+    row["useful_tflops"] = statistics.mean(useful_flops / r["train_seconds"] / 1e12 for r in runs)
+    row["utilisation"] = row["useful_tflops"] / peak
+    return row
+
+
+def difference(ours: list[float], ref: list[float]) -> dict:
+    """Mean of ours minus mean of the reference, with a 95% Welch interval (seeds do not pair across tools:
+    the same seed draws different things in each)."""
+    from scipy import stats
+
+    diff = statistics.mean(ours) - statistics.mean(ref)
+    if min(len(ours), len(ref)) < 2:
+        return {"mean": diff, "low": None, "high": None}
+    va, vb = statistics.variance(ours) / len(ours), statistics.variance(ref) / len(ref)
+    df = (va + vb) ** 2 / (va ** 2 / (len(ours) - 1) + vb ** 2 / (len(ref) - 1)) if va + vb > 0 else 1
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    return {"mean": diff, "low": diff - half, "high": diff + half}
 
 
 def int8_row(source, texts, tmp) -> dict:
@@ -242,8 +281,9 @@ def markdown(r: dict) -> str:
              f"Precision both sides: {r['precision']} (peftbert's auto: {r['precision_why']}). "
              f"Measured matmul peak: fp32 {r['peak_tflops']['fp32']:.2f}, bf16 {r['peak_tflops']['bf16']:.2f} TFLOP/s.",
              "", f"## Training: {r['rows']:,} twitter finance rows (mean {r['mean_tokens']:.1f} tokens), "
-             f"{r['epochs']:g} epochs, batch 32, max length 128, test = valid.csv", "",
-             "| method | tool | samples/s | ratio | whole process s | ratio | test accuracy | macro-F1 "
+             f"{r['epochs']:g} epochs, batch 32, max length 128, test = valid.csv, seeds "
+             f"{', '.join(map(str, next(iter(r['train'].values()))['seeds']))} (means over them)", "",
+             "| method | tool | samples/s | ratio | whole process s | ratio | test accuracy (± sd) | macro-F1 (± sd) "
              "| useful TFLOP/s | utilisation |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method, t in r["train"].items():
         o, ref = t["peftbert"], t["reference"]
@@ -251,10 +291,21 @@ def markdown(r: dict) -> str:
             mine = row is o
             lines.append(f"| {method} (lr {t['lr']:g}) | {name} | {row['samples_per_second']:.1f} | "
                          f"{o['samples_per_second'] / ref['samples_per_second'] if mine else 1:.2f}x | "
-                         f"{row['wall']:.1f} | {ref['wall'] / o['wall'] if mine else 1:.2f}x | {row['accuracy']:.4f} | "
-                         f"{row['macro_f1']:.4f} | {row['useful_tflops']:.3f} | {100 * row['utilisation']:.1f}% |")
-        lines.append(f"| {method} | accuracy difference | | | | | {100 * (o['accuracy'] - ref['accuracy']):+.2f} points"
-                     f" | {100 * (o['macro_f1'] - ref['macro_f1']):+.2f} points | | |")
+                         f"{row['wall']:.1f} | {ref['wall'] / o['wall'] if mine else 1:.2f}x | "
+                         f"{row['accuracy']:.4f} ± {row['accuracy_sd']:.4f} | {row['macro_f1']:.4f} ± {row['macro_f1_sd']:.4f} | "
+                         f"{row['useful_tflops']:.3f} | {100 * row['utilisation']:.1f}% |")
+        cells = []
+        for metric in ("accuracy", "macro_f1"):
+            d = t[f"{metric}_difference"]
+            ci = f" [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]" if d["low"] is not None else ""
+            cells.append(f"{100 * d['mean']:+.2f} points{ci}")
+        lines.append(f"| {method} | difference of means [95% interval] | | | | | {cells[0]} | {cells[1]} | | |")
+    lines += ["", "Per seed (test accuracy / macro-F1, samples/s):", ""]
+    for method, t in r["train"].items():
+        for name, tool in (("peftbert", "peftbert"), ("Trainer", "reference")):
+            lines.append(f"- {method}, {name}: " + "; ".join(
+                f"s{x['seed']} {x['accuracy']:.4f} / {x['macro_f1']:.4f}, {x['samples_per_second']:.1f}"
+                for x in t[tool]["runs"]))
     a = r["adapt"]
     lines += ["", "## Masked-LM training (adapt): the same finance-corpus slice, batch 32, 128 tokens", "",
               "| tool | real tokens/s | ratio | utilisation |", "|---|---|---|---|",

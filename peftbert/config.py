@@ -38,6 +38,7 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 SELECTION_METRICS = {"macro_f1": True, "accuracy": True, "mcc": True}  # tune: metrics.classification_metrics
 MLM_METRICS = {"loss": False, "perplexity": False, "accuracy": True}  # adapt: adapt.mlm_metrics
 SCHEDULERS = ("linear", "cosine", "constant")
+BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say what each does
 
 
 @dataclass
@@ -61,10 +62,10 @@ class TrainArgs:
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
     save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
     log_every: int = field(default=20, metadata={"help": "log training loss every N steps"})
-    group_by_length: bool = field(default=True, metadata={
-        "help": "batch texts of similar length (less padding); short full fine-tuning runs learn better without"})
+    batching: str = field(default="packed", metadata={
+        "help": "packed (random batches without padding) | grouped (texts of one length share a batch) | random"})
     group_size: int = field(default=50, metadata={
-        "help": "batches per length-sorted mega-batch (transformers' 50); fewer = closer to a random order"})
+        "help": "batching grouped: batches per length-sorted mega-batch (transformers' 50)"})
     report_to: str = field(default="tensorboard", metadata={
         "help": "experiment tracker: tensorboard|wandb|mlflow|none (offline, files in the run directory)"})
 
@@ -79,6 +80,7 @@ class TrainArgs:
                             f"{self.weight_decay} and {self.max_grad_norm}")
         check_choice(self, "precision", PRECISIONS)
         check_choice(self, "scheduler", SCHEDULERS)
+        check_choice(self, "batching", BATCHING)
         check_choice(self, "report_to", TRACKERS)
         check_available(self.report_to)
         if not 0 <= self.seed < 2**32:  # numpy's seed range
@@ -403,6 +405,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     check_metric(cfg.train.metric, MLM_METRICS, "adapt")
     if cfg.train.head_lr_ratio != 1:  # (not a flag of adapt; a recipe could still carry it)
         raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
+    if cfg.train.batching == "packed":
+        raise UserError("adapt packs its blocks already: set train.batching to random (or grouped), not packed")
     if not (cfg.domain or cfg.corpus or cfg.task):
         raise UserError("nothing to adapt on: pass --domain finance, --corpus FILE (repeatable) or --task NAME")
     return cfg

@@ -161,13 +161,18 @@ def plan_steps(n_batches: int, args: TrainArgs) -> StepPlan:
 
 def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: Callable[[object], dict],
           out_dir: Path | None, hooks: Hooks | None = None, resume: str | None = None,
-          greater_is_better: bool = True, describe: str = "train", head: tuple[str, ...] = ()) -> TrainResult:
+          greater_is_better: bool = True, describe: str = "train", head: tuple[str, ...] = (),
+          forward: Callable | None = None) -> TrainResult:
+    """`forward(model, batch)` -> the model's output, where a batch needs more than `model(**batch)` (packed
+    rows: data/packing.py)."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     hooks = hooks or Hooks()
     acc = accelerator
-    if args.group_by_length and getattr(train_ds, "lengths", None) is not None:
+    # packed and random batches hold the same texts (a random draw); packing, done by the caller's collate, only
+    # lays them out without padding. grouped changes the draw: texts of about one length share a batch.
+    if args.batching == "grouped" and getattr(train_ds, "lengths", None) is not None:
         # grouped by the global batch: N processes then train on the batches one process would (each its share)
         sampler = LengthGroupedEpochSampler(train_ds.lengths, args.batch_size * acc.num_processes, args.seed,
                                             args.group_size)
@@ -262,7 +267,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
             for batch in epoch_loader:
                 batch_idx += 1
                 with acc.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = (forward(model, batch) if forward else model(**batch)).loss
                     acc.backward(loss)
                     if acc.sync_gradients and args.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -274,7 +279,8 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
                     optimizer.zero_grad()
                 running += loss.detach().float()  # summed on the device: .item() only when logged (no sync per step)
                 n_loss += 1
-                res.samples_seen += len(batch["input_ids"]) * acc.num_processes
+                texts = len(batch["first_token"] if "first_token" in batch else batch["input_ids"])  # packed: not rows
+                res.samples_seen += texts * acc.num_processes
                 if not acc.sync_gradients:
                     continue
                 res.steps += 1

@@ -11,6 +11,7 @@ from transformers import DataCollatorWithPadding
 
 from .config import SELECTION_METRICS, RunConfig, build_config, save_recipe
 from .data.encode import EncodedTask
+from .data.packing import PackedCollator, packed_forward, packing_problem
 from .data.tasks import load_task
 from .methods import Context, get_method, method_configs
 from .metrics import classification_metrics, headline
@@ -83,6 +84,14 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
         f"({params['trainable_percent']:.3f}%), precision {precision_note(acc, cfg.train.precision)}")
 
     collate = DataCollatorWithPadding(tokenizer)
+    train_collate, forward = collate, None
+    if cfg.train.batching == "packed":
+        problem = packing_problem(model)
+        if problem:  # the same random batches, padded
+            log(f"note: batching packed is off for this run ({problem}): random batches, padded")
+        else:
+            train_collate = PackedCollator.for_model(model, tokenizer.pad_token_id)
+            forward = packed_forward(model)
 
     def eval_loader(frame):
         return acc.prepare(DataLoader(EncodedTask(frame, tokenizer, cfg.data.max_length, by_length=True),
@@ -97,9 +106,10 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
             save_recipe(cfg, out / "recipe.yaml")
     hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
                   functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
-    result = train(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), collate, cfg.train,
+    result = train(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), train_collate, cfg.train,
                    accelerator=acc, evaluate=evaluate, out_dir=out, hooks=hooks, resume=resume,
-                   greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method, head=head)
+                   greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method, head=head,
+                   forward=forward)
     if resume and acc.is_main_process:
         save_recipe(cfg, out / "recipe.yaml")
 

@@ -14,7 +14,7 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from sklearn.metrics import f1_score
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                          TrainingArguments)
+                          TrainingArguments, set_seed)
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
@@ -28,8 +28,13 @@ p.add_argument("--max-length", type=int, default=128)
 p.add_argument("--bf16", action="store_true")
 p.add_argument("--seed", type=int, default=42)
 p.add_argument("--output", required=True)
+p.add_argument("--unseeded-init", action="store_true", help="build the model before seeding (this script's old way)")
 args = p.parse_args()
 
+# seeded before the model is built, as transformers' examples/run_glue.py does: otherwise the new head is torch's
+# default-seed draw, one init shared by every --seed (benchmarks/speed/checks.md: trainer vs trainer-seeded)
+if not args.unseeded_init:
+    set_seed(args.seed)
 tokenizer = AutoTokenizer.from_pretrained(args.model)
 train, test = pd.read_csv(args.train), pd.read_csv(args.test)
 model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=3)
