@@ -23,7 +23,7 @@ if [ ! -f "$out/before-full-s1.json" ] || [ ! -f "$out/before-full-s2.json" ]; t
     cp "runs/before-full-s$seed/metrics.json" "$out/before-full-s$seed.json"
   done
 fi
-peftbert bench --task twitter-fin-sentiment --methods full,lora --seeds 42,1,2 --output runs/bench-grouping \
+peftbert bench --task twitter-fin-sentiment --methods full,lora --seeds 42,1,2 --set train.batching=grouped --output runs/bench-grouping \
   2>&1 | tee runs/bench-grouping.log
 for m in full lora; do for seed in 42 1 2; do
   cp "runs/bench-grouping/runs/minilm-$m-s$seed/metrics.json" "$out/after-$m-s$seed.json"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Length-grouped vs random batches in speed.py's short regime: full fine-tuning on 3,000 twitter rows
 # (300 more for validation, the rows speed.py draws), 3 epochs, lr 1e-4, seeds 42, 1, 2.
-# metrics.json -> benchmarks/speed/short/<grouped|random>-s<seed>.json; table -> benchmarks/speed/checks.md
+# metrics.json -> benchmarks/speed/short/<mode>-s<seed>.json; table -> benchmarks/speed/checks.md
 # Modes: packed (random batches laid out without padding, the default), grouped (mega-batches of 50 batches), groupedN (--group-size N), random, head10 (grouped,
 # --head-lr-ratio 10), shuffled (grouped batches in a shuffled order, benchmarks/grouping_order_check.py), and trainer:
 # the plain Trainer script (benchmarks/reference/trainer_tune.py, random batches, bf16 as speed.py runs it), and

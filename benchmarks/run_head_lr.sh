@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODES="head10" bash benchmarks/run_grouping_short.sh > /dev/null
-peftbert bench --task twitter-fin-sentiment --methods full --seeds 42,1,2 --set train.head_lr_ratio=10 \
+peftbert bench --task twitter-fin-sentiment --methods full --seeds 42,1,2 --set train.head_lr_ratio=10 --set train.batching=grouped \
   --output runs/bench-head10 > runs/bench-head10.log 2>&1
 mkdir -p benchmarks/head_lr
 for seed in 42 1 2; do cp "runs/bench-head10/runs/minilm-full-s$seed/metrics.json" "benchmarks/head_lr/full-head10-s$seed.json"; done

@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for name in "$@"; do
   case $name in
-    lora-twitter) args=(--method lora --task twitter-fin-sentiment --trials 16 --minutes 50) ;;
+    # (started before packed batches were the default: its trials ran on length-grouped batches)
+    lora-twitter) args=(--method lora --task twitter-fin-sentiment --batching grouped --trials 16 --minutes 50) ;;
     lora-small-twitter) args=(--method lora --task twitter-fin-sentiment --lora.target_modules qv
-                              --space benchmarks/search/lora-small-space.yaml --trials 10 --minutes 45) ;;
+                              --space benchmarks/search/lora-small-space.yaml --trials 10 --minutes 35) ;;
     full-twitter) args=(--method full --task twitter-fin-sentiment --trials 12 --minutes 60) ;;
     lora-fomc) args=(--method lora --task fomc-hawkish-dovish@5768 --trials 16 --minutes 40) ;;
     *) echo "unknown search $name (see the case list in $0)" >&2; exit 2 ;;

@@ -215,9 +215,26 @@ def _mapping(values, where: str) -> dict:
     return dict(values or {})
 
 
+# keys of recipes written by earlier versions -> (the key now, value map); runs and searches saved before keep loading
+RENAMED = {("train", "group_by_length"): ("batching", {True: "grouped", False: "random"})}
+
+
+def renamed(values: dict, where: str) -> dict:
+    """`values` (a block of a recipe) with the keys RENAMED lists under their names now."""
+    values = dict(values)
+    for (block, old), (new, mapping) in RENAMED.items():
+        if where == block and old in values:
+            if new in values:
+                raise UserError(f"{where}.{old} is the old name of {where}.{new}: give only {new}")
+            if values[old] not in mapping:
+                raise UserError(f"{where}.{old} must be true or false, got {values[old]!r} (or use {where}.{new})")
+            values[new] = mapping[values.pop(old)]
+    return values
+
+
 def build_dataclass(cls, values: dict | None, where: str):
     """Instantiate a config dataclass from a mapping, rejecting unknown keys and coercing numbers."""
-    values = _mapping(values, where)
+    values = renamed(_mapping(values, where), where)
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(values) - names)

@@ -22,7 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .config import SELECTION_METRICS, RunConfig, deep_merge
+from .config import SELECTION_METRICS, RunConfig, deep_merge, renamed
 from .errors import TrainingDiverged, UserError
 from .methods import get_method
 from .runinfo import write_text
@@ -35,6 +35,14 @@ NOT_SEARCHABLE = {"train.seed", "train.metric", "train.save_every", "train.log_e
                   "train.eval_every", "train.max_steps"}
 SEARCHABLE_DATA = {"data.max_length"}  # the other data settings pick the rows a trial is scored on
 SPACE_EXAMPLE = "train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}  or  lora.r: {choices: [8, 16]}"
+
+
+def upgraded(settings: dict) -> dict:
+    """A study's stored settings with the recipe keys renamed since (config.RENAMED), so it still continues."""
+    run = settings.get("run") or {}
+    if isinstance(run.get("train"), dict):
+        run = {**run, "train": renamed(run["train"], "train")}
+    return {**settings, "run": run}
 
 
 def train_space(cfg: RunConfig) -> dict:
@@ -238,7 +246,7 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             start = starting_point(base, space)
             if start:
                 study.enqueue_trial(start, user_attrs={"note": "the starting recipe"})
-        elif study.user_attrs["settings"] != settings:
+        elif upgraded(study.user_attrs["settings"]) != settings:
             raise UserError(f"{out} holds a search with other settings (run, space or pruning); continue it with "
                             f"its own command ({study.user_attrs.get('command') or 'see trials.md'}), or pass "
                             "--overwrite")

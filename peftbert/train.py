@@ -212,6 +212,13 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
         if [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups] != wanted:
             raise CheckpointMismatch(mismatch)
         state = json.loads((ckpt / "trainer_state.json").read_text())
+        # the skipped batches of a half-done epoch are counted in the checkpoint's batch order
+        # (checkpoints from before packing existed hold no batching: theirs was grouped or random)
+        ran = state.get("batching")
+        if ran != args.batching and not (ran is None and args.batching != "packed"):
+            raise CheckpointMismatch(f"{ckpt} was trained with {ran or 'grouped or random'} batches, not "
+                                     f"{args.batching}; resume with the run's own recipe.yaml (--recipe) or the "
+                                     "matching --batching")
         res.steps, res.history, res.samples_seen = state["step"], state["history"], state["samples_seen"]
         res.best_metric, res.best_step, res.best_eval = state["best_metric"], state["best_step"], state["best_eval"]
         bad_evals, start_epoch, skip_batches = state["bad_evals"], state["epoch"], state["batches_in_epoch"]
@@ -301,7 +308,7 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
                 stop = do_eval(epoch_float) if evaluating else False
                 if saving:
                     # (epoch, batches done): resuming skips them; a finished epoch still gets its evaluation
-                    save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state)
+                    save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state, args.batching)
                 if stop or res.steps >= total_steps:
                     res.stopped_early, done = stop, True
                     break
@@ -351,7 +358,7 @@ def resumed_batches(acc, loader, skip: int):
 
 
 def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch: int, batches_in_epoch: int,
-                    best_state):
+                    best_state, batching: str):
     """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last
     and atomically: a checkpoint without trainer_state.json is incomplete and never resumed from. A failed
     write (a full disk) removes the partial checkpoint and stops the run; the previous one stays as it was."""
@@ -368,7 +375,8 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
         if acc.is_main_process:
             state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
                      "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
-                     "best_eval": res.best_eval, "bad_evals": bad_evals, "precision": acc.mixed_precision}
+                     "best_eval": res.best_eval, "bad_evals": bad_evals, "precision": acc.mixed_precision,
+                     "batching": batching}
             if best_state is not None:
                 torch.save(best_state, ckpt / "best_state.pt")
             write_text(ckpt / "trainer_state.json", json.dumps(state))

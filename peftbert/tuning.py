@@ -88,7 +88,8 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     if cfg.train.batching == "packed":
         problem = packing_problem(model)
         if problem:  # the same random batches, padded
-            log(f"note: batching packed is off for this run ({problem}): random batches, padded")
+            log(f"note: random batches, padded, not packed: {problem}; --batching grouped is faster, with "
+                "texts of one length per batch")
         else:
             train_collate = PackedCollator.for_model(model, tokenizer.pad_token_id)
             forward = packed_forward(model)

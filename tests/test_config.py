@@ -98,3 +98,18 @@ def test_malformed_settings_are_user_errors(sets, needle):
     with pytest.raises(UserError) as e:
         build_config(None, parse_set(sets), method_configs())
     assert needle in str(e.value)
+
+
+def test_recipes_from_before_packing_still_load(tiny_bert, toy_files):
+    """train.group_by_length (until packed batches) is read as train.batching; runs and searches saved with it load."""
+    from helpers import make_config
+    from peftbert.search import upgraded
+
+    for old, new in ((True, "grouped"), (False, "random")):
+        assert make_config(tiny_bert, toy_files, sets=[f"train.group_by_length={str(old).lower()}"]).train.batching == new
+    with pytest.raises(UserError, match="old name of train.batching"):
+        make_config(tiny_bert, toy_files, sets=["train.group_by_length=true", "train.batching=packed"])
+    with pytest.raises(UserError, match="true or false"):
+        make_config(tiny_bert, toy_files, sets=["train.group_by_length=maybe"])
+    stored = {"run": {"model": "m", "train": {"lr": 1.0, "group_by_length": True}}, "space": {}}
+    assert upgraded(stored)["run"]["train"] == {"lr": 1.0, "batching": "grouped"}

@@ -67,16 +67,18 @@ def test_adalora_schedule_is_the_steps_run_under_two_processes_and_accumulation(
 
 
 @needs_launcher
-def test_two_processes_train_like_one_with_the_same_global_batch(tiny_bert, toy_files, tmp_path):
+@pytest.mark.parametrize("batching", ["packed", "grouped"])
+def test_two_processes_train_like_one_with_the_same_global_batch(tiny_bert, toy_files, tmp_path, batching):
     """Without dropout (see without_dropout), 2 processes x 16 rows give the weights and scores of 1 process x 32:
-    the same batches (the length-grouped order is cut by the global batch), averaged gradients."""
+    the same batches (a random or length-grouped order cut by the global batch; each rank packs its share),
+    averaged gradients."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     model = without_dropout(tiny_bert, tmp_path / "no-dropout")
     common = ["--model", model, "--train-file", toy_files["train"], "--validation-file", toy_files["validation"],
               "--test-file", toy_files["test"], "--epochs", "2", "--max-length", "16", "--method", "full",
-              "--lr", "1e-3", "--precision", "no"]
+              "--lr", "1e-3", "--precision", "no", "--batching", batching]
     one = tmp_path / "one"
     r = subprocess.run([sys.executable, "-m", "peftbert.cli", "tune", *map(str, common), "--batch-size", "32",
                         "--output", str(one)], capture_output=True, text=True, timeout=300)

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from transformers import AutoTokenizer, DataCollatorWithPadding, RobertaConfig, RobertaForSequenceClassification
+from transformers import (AutoTokenizer, DataCollatorWithPadding, ElectraConfig, ElectraForSequenceClassification,
+                          RobertaConfig, RobertaForSequenceClassification)
 
 from peftbert.data.packing import PackedCollator, packed_forward, packing_problem
 from peftbert.models import load_classifier
@@ -22,8 +23,9 @@ def outputs_and_grads(model, forward, batch):
     return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def check_same_as_padded(model, tok, feats, collator):
-    model.eval()  # no dropout: the two layouts draw different masks
+def check_same_as_padded(model, tok, feats, collator, train_mode=False):
+    if not train_mode:
+        model.eval()  # no dropout: the two layouts draw different masks
     packed = collator([dict(f) for f in feats])
     padded = DataCollatorWithPadding(tok)([dict(f) for f in feats])
     ref, ref_grads = outputs_and_grads(model, lambda m, b: m(**b), padded)
@@ -31,7 +33,7 @@ def check_same_as_padded(model, tok, feats, collator):
     order = packed_order(packed, feats)  # packed rows hold the texts in an order of their own
     torch.testing.assert_close(out.logits, ref.logits[order], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.loss, ref.loss, atol=1e-6, rtol=1e-5)
-    assert grads.keys() == ref_grads.keys() and len(grads) > 10
+    assert grads.keys() == ref_grads.keys() and len(grads) >= 10
     for name in grads:
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-6, rtol=1e-4, msg=name)
     return packed
@@ -72,6 +74,45 @@ def test_packed_roberta_counts_positions_from_the_padding_index(tiny_bert):
     collator = PackedCollator.for_model(model, tok.pad_token_id)
     assert collator.start == 1
     check_same_as_padded(model, tok, feats, collator)
+
+
+def test_packed_electra_matches_the_padded_batch(tiny_bert):
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    torch.manual_seed(0)
+    config = ElectraConfig(vocab_size=len(tok), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=80, num_labels=3)
+    model = ElectraForSequenceClassification(config)
+    assert packing_problem(model) is None
+    check_same_as_padded(model, tok, features(tok, pairs=True), PackedCollator.for_model(model, tok.pad_token_id))
+
+
+def test_packed_lora_model_matches_the_padded_batch(tiny_bert):
+    """Through peft's wrappers (LoRA layers, the head as modules_to_save), gradients reach the same adapter weights."""
+    from peft import LoraConfig, get_peft_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = get_peft_model(load_classifier(str(tiny_bert), {0: "a", 1: "b", 2: "c"}),
+                           LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"], init_lora_weights=False))
+    assert packing_problem(model) is None
+    check_same_as_padded(model, tok, features(tok), PackedCollator.for_model(model, tok.pad_token_id))
+
+
+def test_packed_training_attention_masks_like_the_padded_batch(tiny_bert, monkeypatch):
+    """While training on CPU the loop swaps in fast_dropout's eager attention; with its dropout made the identity,
+    packed rows through that attention (4-D boolean mask) give the padded batch's outputs and gradients."""
+    from peftbert import fast_dropout
+
+    monkeypatch.setattr(fast_dropout, "fast_dropout", lambda x, p: x)
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = load_classifier(str(tiny_bert), {0: "a", 1: "b", 2: "c"})
+    used = []
+    real = fast_dropout.attention
+    monkeypatch.setattr(fast_dropout, "attention", lambda *a, **kw: used.append(kw.get("dropout")) or real(*a, **kw))
+    with fast_dropout.cpu_fast_dropout(model):
+        model.train()
+        check_same_as_padded(model, tok, features(tok), PackedCollator(tok.pad_token_id, row_tokens=24),
+                             train_mode=True)
+    assert used and all(d > 0 for d in used)  # the eager path ran, not SDPA
 
 
 def test_rows_hold_whole_texts_that_see_only_themselves(tiny_bert):

@@ -2,8 +2,8 @@
 
 Why: finance tweets average 27 tokens, and a random batch of 32 pads them to 2.1x that. Length-grouped batches
 (`batching: grouped`) remove the padding by changing which texts share a batch, and in short runs that costs
-accuracy: full fine-tuning on 3,000 tweets, 3 seeds, 0.743 grouped against 0.818 for the Trainer's random
-batches (benchmarks/speed/checks.md). Packing keeps the random batch (the same texts, so the same gradient up to
+accuracy: full fine-tuning on 3,000 tweets, 3 seeds, 0.743 grouped against 0.794 with random batches
+(benchmarks/speed/checks.md). Packing keeps the random batch (the same texts, so the same gradient up to
 float rounding) and drops the padding instead:
 
 - texts go first-fit-decreasing into rows of ROW_TOKENS tokens, or the batch's longest text where longer;
@@ -38,13 +38,13 @@ def packing_problem(model) -> str | None:
 
     if getattr(model, "peft_config", None) and getattr(model, "active_peft_config", None) is not None \
             and model.active_peft_config.is_prompt_learning:
-        return "prompt methods prepend virtual tokens to every row"
+        return "prompt methods prepend virtual tokens to every row, so rows cannot be shared"
     top = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
     model_type = getattr(getattr(top, "config", None), "model_type", None)
     if model_type not in POSITION_START:
-        return f"{model_type} models are not set up for it (packing knows {', '.join(sorted(POSITION_START))})"
+        return f"packing knows {', '.join(sorted(POSITION_START))} models, not {model_type}"
     if top.config._attn_implementation != "sdpa":
-        return f"it needs SDPA attention, and the model uses {top.config._attn_implementation}"
+        return f"packing needs SDPA attention, not {top.config._attn_implementation}"
     return None
 
 
