@@ -10,6 +10,7 @@ for name in "$@"; do
   case $name in
     # (started before packed batches were the default: its trials ran on length-grouped batches)
     lora-twitter) args=(--method lora --task twitter-fin-sentiment --batching grouped --trials 16 --minutes 50) ;;
+    # (stopped after 5 of 10 trials on 2026-11-29; this line continues it, the killed trial 5 first)
     lora-small-twitter) args=(--method lora --task twitter-fin-sentiment --lora.target_modules qv
                               --space benchmarks/search/lora-small-space.yaml --trials 10 --minutes 35) ;;
     full-twitter) args=(--method full --task twitter-fin-sentiment --trials 12 --minutes 60) ;;
