@@ -75,7 +75,7 @@ def cpu_fast_dropout(model: nn.Module, enabled: bool = True):
     if not enabled:
         yield model
         return
-    from transformers import PreTrainedModel
+    from .models import transformers_model
 
     swapped = []
     for parent in list(model.modules()):
@@ -83,7 +83,7 @@ def cpu_fast_dropout(model: nn.Module, enabled: bool = True):
             if type(child) is nn.Dropout:
                 setattr(parent, name, FastDropout(child.p))
                 swapped.append((parent, name, child))
-    top = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    top = transformers_model(model)
     before = top.config._attn_implementation if top is not None else None
     switched = False
     if before in ("sdpa", "eager") and register_attention():

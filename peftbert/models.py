@@ -172,6 +172,13 @@ def load_classifier(path: str, id2label: dict[int, str]):
     return model
 
 
+def transformers_model(model):
+    """The outermost transformers model inside `model` (itself, or what PEFT, DDP or Accelerate wrap); None if none."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+
+
 def head_modules(model, arch: "Arch") -> tuple[str, ...]:
     """The task head plus whatever the checkpoint lacked: trained and saved by every method."""
     new = getattr(model, "peftbert_new_modules", ())

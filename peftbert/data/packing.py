@@ -23,6 +23,8 @@ import contextlib
 
 import torch
 
+from ..models import transformers_model
+
 # Rows of at least this many tokens (a longer text widens its row). Attention inside a row costs its length
 # squared: full fine-tuning steps on 32 tweets took the same time with rows of 32, 64 or the batch's longest
 # text as grouped batches did, 15% longer with 128 and 58% with 256 (benchmarks/speed/packing-rows.md).
@@ -34,12 +36,10 @@ POSITION_START = {"bert": lambda config: 0, "electra": lambda config: 0,
 
 def packing_problem(model) -> str | None:
     """Why `model` cannot train on packed rows, or None when it can."""
-    from transformers import PreTrainedModel
-
     if getattr(model, "peft_config", None) and getattr(model, "active_peft_config", None) is not None \
             and model.active_peft_config.is_prompt_learning:
         return "prompt methods prepend virtual tokens to every row, so rows cannot be shared"
-    top = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    top = transformers_model(model)
     model_type = getattr(getattr(top, "config", None), "model_type", None)
     if model_type not in POSITION_START:
         return f"packing knows {', '.join(sorted(POSITION_START))} models, not {model_type}"
@@ -104,10 +104,7 @@ class PackedCollator:
 
 def encoder_of(model):
     """The encoder stack whose output the pooler or head reads."""
-    from transformers import PreTrainedModel
-
-    top = next(m for m in model.modules() if isinstance(m, PreTrainedModel))
-    return top.base_model.encoder
+    return transformers_model(model).base_model.encoder
 
 
 @contextlib.contextmanager
