@@ -4,6 +4,9 @@
 # Each runs `peftbert search` into runs/search-<name>/ (resumable: rerun the same line to continue it) and copies
 # its trials.md, trials.csv and best.yaml to benchmarks/search/<name>/.
 # Usage: PEFTBERT_DATA_DIR=../shared/data bash benchmarks/run_search.sh lora-twitter [more names]
+# SEARCH_OUT (default runs) is where the studies live, SEARCH_COPY (default benchmarks/search) where their tables
+# are copied; SEARCH_ARGS are appended to every search (a later flag wins, e.g. SEARCH_ARGS="--minutes 5
+# --trials 40" on a GPU; benchmarks/run_gpu.sh sets all three).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for name in "$@"; do
@@ -14,10 +17,15 @@ for name in "$@"; do
     lora-small-twitter) args=(--method lora --task twitter-fin-sentiment --lora.target_modules qv
                               --space benchmarks/search/lora-small-space.yaml --trials 10 --minutes 35) ;;
     full-twitter) args=(--method full --task twitter-fin-sentiment --trials 12 --minutes 60) ;;
+    lora-all-small-twitter) args=(--method lora-all --task twitter-fin-sentiment
+                                  --space benchmarks/search/lora-all-small-space.yaml --trials 12 --minutes 60) ;;
     lora-fomc) args=(--method lora --task fomc-hawkish-dovish@5768 --trials 16 --minutes 40) ;;
     *) echo "unknown search $name (see the case list in $0)" >&2; exit 2 ;;
   esac
-  peftbert search "${args[@]}" --output "runs/search-$name"
-  mkdir -p "benchmarks/search/$name"
-  cp "runs/search-$name"/{trials.md,trials.csv,best.yaml} "benchmarks/search/$name/"
+  study=${SEARCH_OUT:-runs}/search-$name
+  # shellcheck disable=SC2086  # SEARCH_ARGS is a list of flags
+  peftbert search "${args[@]}" ${SEARCH_ARGS:-} --output "$study"
+  copy=${SEARCH_COPY:-benchmarks/search}/$name
+  mkdir -p "$copy"
+  cp "$study"/{trials.md,trials.csv,best.yaml} "$copy/"
 done

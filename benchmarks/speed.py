@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -124,9 +125,14 @@ def main():
     p.add_argument("--adapt-steps", type=int, default=60, help="optimizer steps of each masked-LM run")
     p.add_argument("--corpus-docs", type=int, default=40, help="documents taken from each finance-corpus file")
     p.add_argument("--predict-texts", type=int, default=0, help="predict only the first N texts (0: all 9.5k)")
+    p.add_argument("--sections", default="train,adapt,predict",
+                   help="comma-separated sections to run (predict runs on the CPU; a GPU run may skip it)")
     p.add_argument("--name", default="gpu" if torch.cuda.is_available() else "cpu", help="results file name")
     p.add_argument("--out", default=str(HERE / "speed"), help="directory for <name>.md and <name>.json")
     args = p.parse_args()
+    sections = set(args.sections.split(","))
+    if sections - {"train", "adapt", "predict"} or ("predict" in sections and "train" not in sections):
+        sys.exit(f"--sections {args.sections}: choose from train, adapt, predict (predict needs train's LoRA run)")
 
     from transformers import AutoConfig, AutoTokenizer
 
@@ -150,8 +156,15 @@ def main():
     report = {"host": host(), "precision": precision, "precision_why": why, "peak_tflops": peak,
               "rows": args.rows, "epochs": args.epochs, "mean_tokens": mean_len, "train": {}, "cmd": sys.argv}
 
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every section, so a run stopped part-way keeps what it measured
+        (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out_dir / f"{args.name}.md").write_text(markdown(report))
+
     seeds = [int(x) for x in args.seeds.split(",")]
-    for method in ("full", "lora"):
+    for method in ("full", "lora") if "train" in sections else ():
         lr = build_config(None, {"method": method}, method_configs()).train.lr  # the method's preset
         per_token = flops_per_token(config, mean_len) * (3 if method == "full" else 2)
         tokens = sum(train_lengths) * args.epochs
@@ -178,14 +191,25 @@ def main():
         for metric in ("accuracy", "macro_f1"):
             report["train"][method][f"{metric}_difference"] = difference(
                 [x[metric] for x in runs["peftbert"]], [x[metric] for x in runs["reference"]])
+        save()
+    if "adapt" in sections:
+        measure_adapt(report, data, model, config, args.adapt_steps, bf16, peak_used, tmp)
+        save()
+    if "predict" in sections:
+        measure_predict(report, data, tmp / f"ours-lora-s{seeds[0]}", tmp)  # the first seed's LoRA run
+        save()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(markdown(report))
 
-    # adapt: masked-LM on the same corpus slice, real tokens per second
-    wall, _, _ = run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", args.adapt_steps,
-                                 "--batch-size", 32, "--block-size", 128, "--head-warmup-steps", 0,
-                                 "--eval-every", 10 ** 6, "--max-heldout-tokens", 5000, "--output", tmp / "ours-adapt"])
+
+def measure_adapt(report, data, model, config, steps, bf16, peak_used, tmp) -> None:
+    """masked-LM on the same corpus slice, real tokens per second"""
+    run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", steps,
+                    "--batch-size", 32, "--block-size", 128, "--head-warmup-steps", 0,
+                    "--eval-every", 10 ** 6, "--max-heldout-tokens", 5000, "--output", tmp / "ours-adapt"])
     a = json.loads((tmp / "ours-adapt" / "metrics.json").read_text())
     _, out, _ = run([sys.executable, REF / "trainer_mlm.py", "--model", model, "--corpus", data["corpus"],
-                     "--max-steps", args.adapt_steps, "--batch-size", 32, "--max-length", 128, "--output",
+                     "--max-steps", steps, "--batch-size", 32, "--max-length", 128, "--output",
                      tmp / "ref-adapt", *bf16])
     r = last_json(out)
     head = 6 * (config.hidden_size ** 2 + config.hidden_size * config.vocab_size) * 0.15  # on predicted tokens
@@ -195,9 +219,11 @@ def main():
     for row in report["adapt"].values():
         row["utilisation"] = mlm_flops * row["tokens_per_second"] / 1e12 / peak_used
 
-    # predict: the tuned LoRA run, fp32, on the 9.5k training texts
+
+def measure_predict(report, data, lora_run, tmp) -> None:
+    """the tuned LoRA run, fp32, on the 9.5k training texts (every prediction row serves the same run)"""
     from peftbert.predict import load_run
-    lora_run = tmp / f"ours-lora-s{seeds[0]}"  # the first seed's LoRA run serves every prediction row
+
     merged, tok, _ = load_run(lora_run, merge=True)
     merged.save_pretrained(tmp / "merged")
     tok.save_pretrained(tmp / "merged")
@@ -229,13 +255,6 @@ def main():
     for name, source in (("peftbert predict --int8", lora_run), ("ONNX export --int8", tmp / "onnx")):
         rows[name] = int8_row(source, data["texts"], tmp)
     report["predict"] = {"texts": n, "rows": rows}
-    shutil.rmtree(tmp, ignore_errors=True)
-
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
 
 
 def summarise(runs: list[dict], useful_flops: float, peak: float) -> dict:
@@ -275,12 +294,22 @@ def int8_row(source, texts, tmp) -> dict:
 
 def markdown(r: dict) -> str:
     h = r["host"]
+    command = "PEFTBERT_DATA_DIR=../shared/data python benchmarks/speed.py " + shlex.join(r["cmd"][1:])
     lines = [f"# Speed: peftbert vs the plain scripts ({r['host'].get('gpu') or h.get('cpu', 'CPU')})", "",
-             "Generated by `PEFTBERT_DATA_DIR=../shared/data python benchmarks/speed.py` (one run, one machine: "
-             f"{h['cores']} cores, AMX {'yes' if h.get('amx') else 'no'}, torch {h['torch']}). "
+             f"Generated by `{command}` (one run, one machine: {h['cores']} cores, AMX {'yes' if h.get('amx') else 'no'}, torch {h['torch']}). "
              f"Precision both sides: {r['precision']} (peftbert's auto: {r['precision_why']}). "
-             f"Measured matmul peak: fp32 {r['peak_tflops']['fp32']:.2f}, bf16 {r['peak_tflops']['bf16']:.2f} TFLOP/s.",
-             "", f"## Training: {r['rows']:,} twitter finance rows (mean {r['mean_tokens']:.1f} tokens), "
+             f"Measured matmul peak: fp32 {r['peak_tflops']['fp32']:.2f}, bf16 {r['peak_tflops']['bf16']:.2f} TFLOP/s."]
+    if r["train"]:
+        lines += train_markdown(r)
+    if "adapt" in r:
+        lines += adapt_markdown(r["adapt"])
+    if "predict" in r:
+        lines += predict_markdown(r["predict"])
+    return "\n".join(lines + [""])
+
+
+def train_markdown(r: dict) -> list[str]:
+    lines = ["", f"## Training: {r['rows']:,} twitter finance rows (mean {r['mean_tokens']:.1f} tokens), "
              f"{r['epochs']:g} epochs, batch 32, max length 128, test = valid.csv, seeds "
              f"{', '.join(map(str, next(iter(r['train'].values()))['seeds']))} (means over them)", "",
              "| method | tool | samples/s | ratio | whole process s | ratio | test accuracy (± sd) | macro-F1 (± sd) "
@@ -306,17 +335,23 @@ def markdown(r: dict) -> str:
             lines.append(f"- {method}, {name}: " + "; ".join(
                 f"s{x['seed']} {x['accuracy']:.4f} / {x['macro_f1']:.4f}, {x['samples_per_second']:.1f}"
                 for x in t[tool]["runs"]))
-    a = r["adapt"]
-    lines += ["", "## Masked-LM training (adapt): the same finance-corpus slice, batch 32, 128 tokens", "",
+    return lines
+
+
+def adapt_markdown(a: dict) -> list[str]:
+    return ["", "## Masked-LM training (adapt): the same finance-corpus slice, batch 32, 128 tokens", "",
               "| tool | real tokens/s | ratio | utilisation |", "|---|---|---|---|",
               f"| peftbert adapt (packed blocks) | {a['peftbert']['tokens_per_second']:,.0f} | "
               f"{a['peftbert']['tokens_per_second'] / a['reference']['tokens_per_second']:.2f}x | "
               f"{100 * a['peftbert']['utilisation']:.1f}% |",
               f"| run_mlm line by line (Trainer) | {a['reference']['tokens_per_second']:,.0f} | 1.00x | "
               f"{100 * a['reference']['utilisation']:.1f}% |"]
-    pr = r["predict"]["rows"]
+
+
+def predict_markdown(p: dict) -> list[str]:
+    pr = p["rows"]
     base = pr["pipeline (default batch size)"]
-    lines += ["", f"## Prediction: {r['predict']['texts']:,} texts, the tuned LoRA run, fp32", "",
+    lines = ["", f"## Prediction: {p['texts']:,} texts, the tuned LoRA run, fp32", "",
               "| tool | whole process texts/s | ratio | steady texts/s | ratio | labels differing from peftbert |",
               "|---|---|---|---|---|---|"]
     for name, row in pr.items():
@@ -339,7 +374,7 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {q['steady_texts_per_second']:.0f} | "
                          f"{q['steady_texts_per_second'] / pr[fp32]['steady_texts_per_second']:.2f}x | {q['accuracy']:.4f} | "
                          f"{q['fp32_accuracy']:.4f} | {q['change_points']:+.2f} points | {q['agreement_percent']:.2f}% |")
-    return "\n".join(lines + [""])
+    return lines
 
 
 if __name__ == "__main__":
