@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from peftbert.bench_report import write_reports
@@ -36,6 +37,8 @@ def main() -> None:
     p.add_argument("out", type=Path, help="directory of per-task bench directories")
     p.add_argument("--suite", default="finance", help="suite recipe naming the tasks and their groups")
     args = p.parse_args()
+    if not args.out.is_dir():
+        sys.exit(f"{args.out} is not a directory: give the OUT of benchmarks/run_best.sh or run_gpu.sh's OUT/da")
     suite = load_suite(args.suite)
     for task in suite.tasks:
         results = finished_runs(task_dir(args.out, task))
