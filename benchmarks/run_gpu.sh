@@ -28,20 +28,7 @@ mkdir -p "$out/logs"
 TASKS="twitter-fin-sentiment fomc-hawkish-dovish@5768 fomc-hawkish-dovish@78516 fomc-hawkish-dovish@944601"
 FOMC="fomc-hawkish-dovish@5768 fomc-hawkish-dovish@78516 fomc-hawkish-dovish@944601"
 
-left() {  # seconds to the deadline (a day when there is none)
-  if (( budget )); then echo $(( start + budget - $(date +%s) )); else echo 86400; fi
-}
-
-job() {  # job NAME COMMAND...: run it under the deadline, its output in OUT/logs/NAME.log
-  local name=$1; shift
-  local secs; secs=$(left)
-  (( secs > 5 )) || { echo "$name skipped: deadline" >> "$out/jobs.txt"; return 1; }
-  echo "$name start $(( $(date +%s) - start ))s: $*" >> "$out/jobs.txt"
-  timeout "$secs" "$@" > "$out/logs/$name.log" 2>&1
-  local rc=$?
-  echo "$name end $(( $(date +%s) - start ))s rc=$rc" >> "$out/jobs.txt"
-  return $rc
-}
+. benchmarks/gpu_lib.sh  # left, job, dir_of
 
 ready() {  # ready RUN_DIR...: wait until each adapt run has finished (false if it failed, or at the deadline)
   for d in "$@"; do
@@ -60,8 +47,6 @@ adapt() {  # adapt NAME DIR ARGS...: one adapt run into DIR, kept if finished; D
   # shellcheck disable=SC2086
   job "$name" peftbert adapt "$@" --output "$dir" --overwrite ${ADAPT_ARGS:-} || { touch "$dir.failed"; return 1; }
 }
-
-dir_of() { echo "${1//@/-}"; }  # the task's directory name, as `bench --suite` writes it
 
 # shellcheck disable=SC2086  # the *_ARGS are lists of flags
 {

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import data_dir, needs_data, toy_rows
 from peftbert.config import DataArgs
-from peftbert.data.tasks import load_task, stratified_split
+from peftbert.data.tasks import FOMC_SPLITS, load_task, stratified_split
 from peftbert.errors import UserError
 
 
@@ -32,6 +32,16 @@ def test_validation_split_is_stratified_and_seeded():
     assert va1.equals(va2) and len(va1) == 20
     assert (va1["label"] == 1).sum() == 4  # the 80/20 ratio is kept
     assert not set(tr1["text"]) & set(va1["text"])
+
+
+def test_validation_is_drawn_from_the_pool_only():
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "label": [0, 1] * 50})
+    pool = {f"t{i}" for i in range(0, 100, 3)}
+    tr, va = stratified_split(df, 0.1, seed=3, pool=pool)
+    assert len(va) == 10 and len(tr) == 90
+    assert set(va["text"]) <= pool and not set(tr["text"]) & set(va["text"])
+    with pytest.raises(UserError, match="lower --validation-fraction"):
+        stratified_split(df, 0.5, seed=3, pool=pool)
 
 
 def test_pair_columns_and_label_names(tmp_path):
@@ -103,6 +113,15 @@ def test_named_tasks_read_the_real_files(name, n_train, n_test, labels):
     assert task.train["label"].nunique() == labels
     if name in ("rte", "mrpc"):
         assert task.is_pair
+
+
+@needs_data
+def test_fomc_validation_holds_no_test_sentence_of_any_split():
+    tests = set()
+    for split in FOMC_SPLITS:
+        tests |= set(load_task(DataArgs(task=f"fomc-hawkish-dovish@{split}"), seed=0).test["text"])
+    task = load_task(DataArgs(task="fomc-hawkish-dovish@78516"), seed=1)
+    assert len(task.validation) == 191 and not set(task.validation["text"]) & tests
 
 
 @needs_data

@@ -22,6 +22,8 @@ class TaskData:
     test: pd.DataFrame | None
     source: str
     notes: list[str] = field(default_factory=list)
+    # texts a carved validation split may be drawn from (None: any training row); see tasks._named_task
+    validation_pool: set[str] | None = None
 
     @property
     def id2label(self) -> dict[int, str]:

@@ -6,6 +6,7 @@ Every source ends as a `TaskData`: train/validation/test frames with columns
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,10 @@ def load_task(args: DataArgs, seed: int) -> TaskData:
         raise UserError(f"unknown task {args.task!r}; use one of {', '.join(list_tasks())}, a hub dataset id, "
                         "or --train-file")
     if task.validation is None or len(task.validation) == 0:
-        task.train, task.validation = stratified_split(task.train, args.validation_fraction, seed)
-        task.notes.append(f"validation: {args.validation_fraction:.0%} of train, stratified, seed {seed}")
+        task.train, task.validation = stratified_split(task.train, args.validation_fraction, seed,
+                                                       pool=task.validation_pool)
+        task.notes.append(f"validation: {args.validation_fraction:.0%} of train, stratified, seed {seed}"
+                          + (" (from sentences in every split's train set)" if task.validation_pool else ""))
     task.train = _head(task.train, args.max_train_samples)
     task.validation = _head(task.validation, args.max_eval_samples)
     task.test = _head(task.test, args.max_eval_samples)
@@ -138,13 +141,20 @@ def _named_task(args: DataArgs) -> TaskData:
         raise UserError(f"task {base!r} has no '@split' variants")
     root = d / spec.subdir
 
-    def read(fname):
+    def read(fname, split=split):
         return read_table(root / fname.format(split=split), glue_tsv=spec.glue, header=spec.header,
                           names=list(spec.columns) if spec.columns else None)
 
     frames = [to_frame(read(f), spec.text, spec.pair, spec.label, list(spec.labels), f) if f else None
               for f in (spec.train, spec.validation, spec.test)]
-    return TaskData(name, list(spec.labels), frames[0], frames[1], frames[2], str(root))
+    task = TaskData(name, list(spec.labels), frames[0], frames[1], frames[2], str(root))
+    if base == "fomc-hawkish-dovish":
+        # The three published splits share one pool of sentences, so one split's training rows are another's
+        # test rows. Validation comes only from sentences in every split's train set: choosing anything on
+        # validation (a checkpoint, a recipe across splits) then never sees a test sentence of any split.
+        texts = {part: [set(read(part, s)[spec.text]) for s in FOMC_SPLITS] for part in (spec.train, spec.test)}
+        task.validation_pool = set.intersection(*texts[spec.train]) - set.union(*texts[spec.test])
+    return task
 
 
 def _from_files(args: DataArgs) -> TaskData:
@@ -161,13 +171,26 @@ def _from_files(args: DataArgs) -> TaskData:
     return TaskData(Path(args.train_file).stem, names, *frames, source=str(Path(args.train_file).resolve()))
 
 
-def stratified_split(df: pd.DataFrame, fraction: float, seed: int):
+def stratified_split(df: pd.DataFrame, fraction: float, seed: int, pool: set[str] | None = None):
+    """(train, validation): `fraction` of df's rows carved out, label shares kept; with `pool`, the validation
+    rows are drawn only from rows whose text is in it (as many as without)."""
     from sklearn.model_selection import train_test_split
 
-    counts = df["label"].value_counts()
-    stratify = df["label"] if counts.min() >= 2 and len(df) * fraction >= len(counts) else None
     if len(df) < 4:
         raise UserError(f"training set has {len(df)} rows; need at least 4 to carve a validation split "
                         "(or pass --validation-file)")
-    tr, va = train_test_split(df, test_size=fraction, random_state=seed, stratify=stratify)
+    n_val = math.ceil(len(df) * fraction)  # as train_test_split rounds a fraction
+    if pool is None:  # (kept apart: the same split, row order included, as before pools existed)
+        counts = df["label"].value_counts()
+        stratify = df["label"] if counts.min() >= 2 and n_val >= len(counts) else None
+        tr, va = train_test_split(df, test_size=fraction, random_state=seed, stratify=stratify)
+        return tr.reset_index(drop=True), va.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    eligible = df[df["text"].isin(pool)]
+    if len(eligible) <= n_val:
+        raise UserError(f"only {len(eligible)} training rows may be validation; lower --validation-fraction")
+    counts = eligible["label"].value_counts()
+    stratify = eligible["label"] if counts.min() >= 2 and n_val >= len(counts) else None
+    _, va = train_test_split(eligible, test_size=n_val, random_state=seed, stratify=stratify)
+    tr = df.drop(index=va.index)
     return tr.reset_index(drop=True), va.reset_index(drop=True)
