@@ -19,29 +19,44 @@ from peftbert.models import DEFAULT_MODEL
 from peftbert.suite import load_suite, task_dir, write_suite_report
 
 
-def finished_runs(bench_dir: Path) -> list[dict]:
+def finished_runs(bench_dir: Path, label: str | None = None) -> list[dict]:
     """Each finished run as bench's tables take it; the model label is the run name less -<method>-s<seed>.
-    The embedded model's runs come first: paired differences are taken against the first model."""
+    With a label, the method is shown as 'METHOD (LABEL)': a second recipe of a method gets rows of its own,
+    compared with full fine-tuning like any method."""
     results = []
     for f in sorted(bench_dir.glob("runs/*/metrics.json")):
         m = json.loads(f.read_text())
         suffix = f"-{m['method']}-s{m['seed']}"
         name = f.parent.name
-        results.append({"run": name, "model_label": name[: -len(suffix)] if name.endswith(suffix) else m["model"],
-                        **m})
-    return sorted(results, key=lambda r: (r["model_label"] != DEFAULT_MODEL, r["run"]))
+        model_label = name[: -len(suffix)] if name.endswith(suffix) else m["model"]
+        if label:
+            m["method"] = f"{m['method']} ({label})"
+        results.append({"run": f"{label}/{name}" if label else name, "model_label": model_label, **m})
+    return results
+
+
+def in_order(results: list[dict]) -> list[dict]:
+    """The embedded model's runs first (paired differences are taken against the first model), added ones last."""
+    return sorted(results, key=lambda r: (r["model_label"] != DEFAULT_MODEL, "/" in r["run"], r["run"]))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="directory of per-task bench directories")
     p.add_argument("--suite", default="finance", help="suite recipe naming the tasks and their groups")
+    p.add_argument("--add", action="append", default=[], metavar="DIR=LABEL",
+                   help="also table the runs of another such directory, their methods shown as 'METHOD (LABEL)'")
     args = p.parse_args()
-    if not args.out.is_dir():
-        sys.exit(f"{args.out} is not a directory: give the OUT of benchmarks/run_best.sh or run_gpu.sh's OUT/da")
+    extra = [tuple(a.split("=", 1)) for a in args.add]
+    if any(len(e) != 2 or not e[1] for e in extra):
+        sys.exit("--add takes DIR=LABEL, e.g. --add runs/g/bench-lora-small-fomc=lora-small-fomc")
+    for d in [args.out, *(Path(d) for d, _ in extra)]:
+        if not d.is_dir():
+            sys.exit(f"{d} is not a directory: give the OUT of benchmarks/run_best.sh or run_gpu.sh's OUT/da")
     suite = load_suite(args.suite)
     for task in suite.tasks:
-        results = finished_runs(task_dir(args.out, task))
+        results = in_order(finished_runs(task_dir(args.out, task))
+                           + [r for d, label in extra for r in finished_runs(task_dir(Path(d), task), label)])
         if results:
             write_reports(task_dir(args.out, task), results)
     write_suite_report(suite, args.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -191,7 +192,17 @@ def methods():
             typer.echo(f"    {name}.{f.name} = {getattr(cfg.method_args, f.name)!r}  # {f.metadata.get('help', '')}")
 
 
+def close_process_group() -> None:
+    """Under `accelerate launch`, tear the process group down before the interpreter does: left to exit, gloo's
+    threads can abort a finished process ("terminate called without an active exception": one two-process
+    adapt run in four here)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main():
+    atexit.register(close_process_group)
     app()
 
 

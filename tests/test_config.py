@@ -43,7 +43,7 @@ def test_override_order_preset_then_recipe_then_cli(tmp_path):
 def test_full_preset_lr_is_about_a_tenth_of_lora():
     full = build_config(None, {"method": "full"}, method_configs()).train.lr
     lora = build_config(None, {"method": "lora"}, method_configs()).train.lr
-    assert 5 <= lora / full <= 30  # 10-20x in the LoRA paper; the searched full preset puts it just above 20x
+    assert 5 <= lora / full <= 30  # 10-20x in the LoRA paper; the searched presets (r 16, alpha 64) put it near 6x
 
 
 @pytest.mark.parametrize("bad, msg", [

@@ -40,8 +40,9 @@ def test_validation_is_drawn_from_the_pool_only():
     tr, va = stratified_split(df, 0.1, seed=3, pool=pool)
     assert len(va) == 10 and len(tr) == 90
     assert set(va["text"]) <= pool and not set(tr["text"]) & set(va["text"])
-    with pytest.raises(UserError, match="lower --validation-fraction"):
-        stratified_split(df, 0.5, seed=3, pool=pool)
+    for fraction in (0.5, 0.33):  # more than the pool, or too few pool rows left for one of each class
+        with pytest.raises(UserError, match="lower --validation-fraction"):
+            stratified_split(df, fraction, seed=3, pool=pool)
 
 
 def test_pair_columns_and_label_names(tmp_path):

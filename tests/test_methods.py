@@ -103,7 +103,7 @@ def test_trainable_params_match_formula(tiny_bert, method):
 VARIANTS = [("adapter", ["adapter.placement=pfeiffer", "adapter.bottleneck=4"]),
             ("adapter", ["adapter.train_layernorm=false", "adapter.reduction_factor=4"]),
             ("adalora", ["adalora.target_r=4", "adalora.target_modules=qv"]),
-            ("bitfit", ["bitfit.layernorm=false"]), ("ia3", ["ia3.target_modules=kv"]),
+            ("bitfit", ["bitfit.layernorm=true"]), ("ia3", ["ia3.target_modules=kv"]),
             ("prefix", ["prefix.num_virtual_tokens=5", "prefix.prefix_projection=true"]),
             ("lora", ["lora.use_dora=true", "lora.target_modules=all-linear", "lora.r=2"])]
 
@@ -158,7 +158,7 @@ def test_own_parameters_learn(word_aware_bert, method):
 
 
 # lr and epochs that learn the toy task (chance is 0.5)
-TRAIN = {"full": ("1e-3", 8)}
+TRAIN = {"full": ("1e-3", 8), "rslora": ("5e-3", 15)}  # rslora: every linear layer at scale 4 diverges at 2e-2
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -10,11 +10,18 @@ import yaml
 from typer.testing import CliRunner
 
 from peftbert.cli import app
+from peftbert.config import build_config
+from peftbert.methods import method_configs
 from test_cli import assert_one_line_error
 
 runner = CliRunner()
-SPACE = {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}, "lora.r": {"choices": [2, 4]},
+SPACE = {"train.lr": {"low": 3e-4, "high": 2e-2, "log": True}, "lora.r": {"choices": [2, 4]},
          "train.epochs": {"choices": [1, 2]}}
+
+
+def preset(method):
+    """The method's preset recipe (recipes/methods/<method>.yaml over the code's defaults)."""
+    return build_config(None, {"method": method}, method_configs())
 
 
 def search_args(tiny_bert, toy_files, out, space_file, *extra):
@@ -56,9 +63,9 @@ def test_search_selects_on_validation_and_its_recipe_reproduces(tiny_bert, toy_f
         # each evaluation before the end reported to the pruner, at its share of the steps (2 epochs: at 50%)
         assert list(t.intermediate_values) == [50 * e for e in range(1, t.params["train.epochs"])]
         assert not list((out / "trials" / f"{t.number:03d}").glob("*.safetensors"))  # trials keep no weights
-        assert t.params["lora.r"] in (2, 4) and 1e-3 <= t.params["train.lr"] <= 2e-2
+        assert t.params["lora.r"] in (2, 4) and 3e-4 <= t.params["train.lr"] <= 2e-2
     # trial 0 is the recipe as given, where the space holds its values (lora's preset lr; r and epochs are outside)
-    assert study.trials[0].params["train.lr"] == 2e-3 and study.trials[0].user_attrs["note"] == "the starting recipe"
+    assert study.trials[0].params["train.lr"] == preset("lora").train.lr and study.trials[0].user_attrs["note"] == "the starting recipe"
     best = max(study.trials, key=lambda t: t.value)
     assert f"**{best.value:.4f}**" in (out / "trials.md").read_text()
 
@@ -170,8 +177,10 @@ def test_default_space_comes_from_the_method_and_its_preset():
     r = runner.invoke(app, ["search", "--method", "lora", "--show-space"])
     assert r.exit_code == 0, r.output
     space = yaml.safe_load(r.output)
-    assert space["train.lr"] == {"low": 5e-4, "high": 8e-3, "log": True}  # around the preset's 2e-3
-    assert space["train.epochs"] == {"choices": [2, 5, 10]} and space["lora.r"] == {"choices": [4, 8, 16, 32]}
+    lr, epochs = preset("lora").train.lr, preset("lora").train.epochs
+    assert space["train.lr"] == {"low": lr / 4, "high": lr * 4, "log": True}  # around the preset's
+    assert space["train.epochs"] == {"choices": [round(epochs / 2), round(epochs), round(epochs * 2)]}
+    assert space["lora.r"] == {"choices": [4, 8, 16, 32]}
     r = runner.invoke(app, ["search", "--method", "adapter", "--show-space"])
     assert "adapter.reduction_factor" in yaml.safe_load(r.output) and "lora.r" not in r.output
     # what the command line sets is fixed, not searched

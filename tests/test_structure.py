@@ -136,7 +136,8 @@ def test_flags_reach_the_config(tiny_bert, toy_files, tmp_path, monkeypatch):
 def test_methods_lists_what_a_run_uses():
     """`peftbert methods` prints each setting as `tune --method NAME` resolves it (code defaults < preset)."""
     out = runner.invoke(app, ["methods"]).output
-    assert "rslora.r = 16" in out and "lora.r = 8" in out and "(size: adapter.bottleneck)" in out
+    assert "rslora.r = 16" in out and "rslora.target_modules = 'all-linear'" in out and "lora.r = 16" in out
+    assert "(size: adapter.bottleneck)" in out
 
 
 def test_selection_metrics_are_computed():

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from sklearn.metrics import f1_score
@@ -52,7 +53,8 @@ test_ds = Dataset.from_pandas(test).map(encode, batched=True, remove_columns=["t
 training_args = TrainingArguments(
     output_dir=args.output, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
     num_train_epochs=args.epochs, learning_rate=args.lr, warmup_steps=0.06,  # below 1: a ratio of the steps
-    weight_decay=0.01, bf16=args.bf16, use_cpu=True, save_strategy="no", eval_strategy="no", report_to=[],
+    weight_decay=0.01, bf16=args.bf16, save_strategy="no", eval_strategy="no", report_to=[],
+    use_cpu=not torch.cuda.is_available(),  # on the GPU where there is one, as peftbert tune
     logging_steps=50, seed=args.seed)
 trainer = Trainer(model=model, args=training_args, train_dataset=train_ds,
                   data_collator=DataCollatorWithPadding(tokenizer))

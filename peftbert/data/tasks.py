@@ -179,18 +179,22 @@ def stratified_split(df: pd.DataFrame, fraction: float, seed: int, pool: set[str
     if len(df) < 4:
         raise UserError(f"training set has {len(df)} rows; need at least 4 to carve a validation split "
                         "(or pass --validation-file)")
-    n_val = math.ceil(len(df) * fraction)  # as train_test_split rounds a fraction
-    if pool is None:  # (kept apart: the same split, row order included, as before pools existed)
-        counts = df["label"].value_counts()
-        stratify = df["label"] if counts.min() >= 2 and n_val >= len(counts) else None
-        tr, va = train_test_split(df, test_size=fraction, random_state=seed, stratify=stratify)
+    if pool is None:  # any row may be validation (kept apart: the same split, row order included, as before pools)
+        tr, va = train_test_split(df, test_size=fraction, random_state=seed, stratify=_stratify(df, len(df) * fraction))
         return tr.reset_index(drop=True), va.reset_index(drop=True)
     df = df.reset_index(drop=True)
+    n_val = math.ceil(len(df) * fraction)  # as many rows as train_test_split carves for a fraction
     eligible = df[df["text"].isin(pool)]
-    if len(eligible) <= n_val:
-        raise UserError(f"only {len(eligible)} training rows may be validation; lower --validation-fraction")
-    counts = eligible["label"].value_counts()
-    stratify = eligible["label"] if counts.min() >= 2 and n_val >= len(counts) else None
-    _, va = train_test_split(eligible, test_size=n_val, random_state=seed, stratify=stratify)
+    if len(eligible) - n_val < eligible["label"].nunique():  # too few left to carve from, one row a class
+        raise UserError(f"--validation-fraction {fraction} asks for {n_val} validation rows, but only "
+                        f"{len(eligible)} training rows may be validation here (sentences in every published "
+                        "split's train set); lower --validation-fraction")
+    _, va = train_test_split(eligible, test_size=n_val, random_state=seed, stratify=_stratify(eligible, n_val))
     tr = df.drop(index=va.index)
     return tr.reset_index(drop=True), va.reset_index(drop=True)
+
+
+def _stratify(df: pd.DataFrame, n_val: float):
+    """The labels to stratify by, where every class has 2 rows and the validation split can hold one of each."""
+    counts = df["label"].value_counts()
+    return df["label"] if counts.min() >= 2 and n_val >= len(counts) else None
