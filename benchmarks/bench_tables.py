@@ -1,6 +1,6 @@
 """Rewrite bench tables from every finished run in each directory, and join them as a suite.
 
-    python benchmarks/bench_tables.py OUT [--suite finance]
+    python benchmarks/bench_tables.py OUT [--suite finance] [--add DIR=LABEL ...] [--split validation]
 
 `peftbert bench` tables cover the cells of the command that wrote them; a directory filled by several bench
 commands (benchmarks/run_best.sh runs one per recipe: full and lora-all) gets one table of all its runs here.
@@ -19,13 +19,16 @@ from peftbert.models import DEFAULT_MODEL
 from peftbert.suite import load_suite, task_dir, write_suite_report
 
 
-def finished_runs(bench_dir: Path, label: str | None = None) -> list[dict]:
+def finished_runs(bench_dir: Path, label: str | None = None, split: str = "test") -> list[dict]:
     """Each finished run as bench's tables take it; the model label is the run name less -<method>-s<seed>.
     With a label, the method is shown as 'METHOD (LABEL)': a second recipe of a method gets rows of its own,
-    compared with full fine-tuning like any method."""
+    compared with full fine-tuning like any method. With split "validation" the test scores are left out, so
+    the tables score validation, the split recipes are chosen on."""
     results = []
     for f in sorted(bench_dir.glob("runs/*/metrics.json")):
         m = json.loads(f.read_text())
+        if split == "validation":
+            m.pop("test", None)
         suffix = f"-{m['method']}-s{m['seed']}"
         name = f.parent.name
         model_label = name[: -len(suffix)] if name.endswith(suffix) else m["model"]
@@ -45,7 +48,9 @@ def main() -> None:
     p.add_argument("out", type=Path, help="directory of per-task bench directories")
     p.add_argument("--suite", default="finance", help="suite recipe naming the tasks and their groups")
     p.add_argument("--add", action="append", default=[], metavar="DIR=LABEL",
-                   help="also table the runs of another such directory, their methods shown as 'METHOD (LABEL)'")
+                   help="also table another such directory's runs of OUT's tasks, their methods shown as 'METHOD (LABEL)'")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="the split scored; validation tables go to OUT/validation/ (OUT's own are test's)")
     args = p.parse_args()
     extra = [tuple(a.split("=", 1)) for a in args.add]
     if any(len(e) != 2 or not e[1] for e in extra):
@@ -54,13 +59,14 @@ def main() -> None:
         if not d.is_dir():
             sys.exit(f"{d} is not a directory: give the OUT of benchmarks/run_best.sh or run_gpu.sh's OUT/da")
     suite = load_suite(args.suite)
+    tables = args.out if args.split == "test" else args.out / "validation"
     for task in suite.tasks:
-        results = in_order(finished_runs(task_dir(args.out, task))
-                           + [r for d, label in extra for r in finished_runs(task_dir(Path(d), task), label)])
-        if results:
-            write_reports(task_dir(args.out, task), results)
-    write_suite_report(suite, args.out)
-    print((args.out / "suite.md").read_text())
+        own = finished_runs(task_dir(args.out, task), split=args.split)
+        if own:  # (an added directory's other tasks are left out)
+            added = [r for d, label in extra for r in finished_runs(task_dir(Path(d), task), label, args.split)]
+            write_reports(task_dir(tables, task), in_order(own + added))
+    write_suite_report(suite, tables)
+    print((tables / "suite.md").read_text())
 
 
 if __name__ == "__main__":

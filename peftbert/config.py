@@ -51,6 +51,8 @@ class TrainArgs:
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate"})
     head_lr_ratio: float = field(default=1.0, metadata={
         "help": "the task head's learning rate as a multiple of lr (a new head may learn faster)"})
+    layer_lr_decay: float = field(default=1.0, metadata={
+        "help": "each encoder layer learns at this multiple of the lr of the one above, embeddings lowest (1 = off)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps spent warming up"})
     scheduler: str = field(default="linear", metadata={"help": "decay after warm-up: linear|cosine|constant"})
@@ -73,6 +75,8 @@ class TrainArgs:
         check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every", "group_size")
         check_positive(self, "lr", "epochs", "head_lr_ratio")
         check_positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise UserError(f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay} (1 turns it off)")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (0 <= self.weight_decay < math.inf and 0 <= self.max_grad_norm < math.inf):

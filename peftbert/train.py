@@ -128,23 +128,39 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, p
     return acc
 
 
+LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")  # encoder block i: BERT/RoBERTa "encoder.layer.i.", DistilBERT too
+
+
+def layer_depths(names: list[str]) -> dict[str, int]:
+    """Each parameter's distance below the encoder's top for layer_lr_decay: the top block 0, block i of L
+    L-1-i, the embeddings L; the rest (pooler, task head) None, at the full lr."""
+    index = {n: int(m.group(1)) for n in names if (m := LAYER_INDEX.search(f".{n}"))}
+    n_layers = max(index.values(), default=-1) + 1
+    return {n: n_layers - 1 - index[n] if n in index else n_layers if ".embeddings." in f".{n}" else None
+            for n in names}
+
+
 def build_optimizer(model, args: TrainArgs, head: tuple[str, ...] = ()):
-    """AdamW in groups: decayed or not (biases and LayerNorm weights are not: BERT's recipe) and, when
-    head_lr_ratio != 1, encoder or task head (`head`: module names; the head learns at lr x head_lr_ratio).
-    At ratio 1 the layout is the two groups checkpoints written before the ratio existed hold, so they resume."""
+    """AdamW in groups: decayed or not (biases and LayerNorm weights are not: BERT's recipe); when
+    head_lr_ratio != 1, encoder or task head (`head`: module names; the head learns at lr x head_lr_ratio); when
+    layer_lr_decay < 1, by depth (lr x decay^depth: layer-wise decay, Clark et al. 2020's ELECTRA recipe, which
+    keeps the pretrained lower layers closer to where they were).
+    At ratio and decay 1 the layout is the two groups checkpoints written before either existed hold, so they resume."""
     split_head = args.head_lr_ratio != 1
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            decayed = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
-            in_head = split_head and any(f".{h}." in f".{name}" for h in head)  # as models.count_params counts it
-            groups.setdefault((in_head, not decayed), []).append(p)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depths = layer_depths([n for n, _ in named]) if args.layer_lr_decay != 1 else {}
+    groups: dict[tuple[bool, bool, int], list] = {}
+    for name, p in named:
+        decayed = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+        in_head = split_head and any(f".{h}." in f".{name}" for h in head)  # as models.count_params counts it
+        depth = 0 if in_head else depths.get(name) or 0
+        groups.setdefault((in_head, not decayed, depth), []).append(p)
     if not groups:
         raise UserError("the model has no trainable parameters: check the method's settings")
-    # encoder groups first (the logged lr is group 0's), decayed before not (the old order)
+    # encoder groups first (the logged lr is group 0's: the top's), decayed before not (the old order)
     groups = [{"params": ps, "weight_decay": 0.0 if no_decay else args.weight_decay, "head": in_head,
-               "lr": args.lr * (args.head_lr_ratio if in_head else 1.0)}
-              for (in_head, no_decay), ps in sorted(groups.items())]
+               "lr": args.lr * (args.head_lr_ratio if in_head else args.layer_lr_decay ** depth)}
+              for (in_head, no_decay, depth), ps in sorted(groups.items())]
     # fused AdamW: one kernel for all parameters; ~5x faster per step than the default on 2 CPU cores for
     # MiniLM's 22.7M parameters (benchmarks/micro.py: 13.7 vs 66.5 ms). It needs float CPU/CUDA tensors.
     params = [p for g in groups for p in g["params"]]
@@ -202,8 +218,8 @@ def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: C
         ckpt = find_checkpoint(resume, out_dir)
         wanted = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
         mismatch = (f"{ckpt} was saved with other optimizer settings (train.lr, train.weight_decay, "
-                    "train.head_lr_ratio) or by another peftbert version; resume with the run's own recipe.yaml, "
-                    "or start again with --overwrite")
+                    "train.head_lr_ratio, train.layer_lr_decay) or by another peftbert version; resume with the run's "
+                    "own recipe.yaml, or start again with --overwrite")
         try:
             acc.load_state(str(ckpt))
         except ValueError:  # torch: "loaded state dict has a different number of parameter groups", ...

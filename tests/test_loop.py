@@ -131,6 +131,37 @@ def test_head_learns_at_its_own_rate(tiny_bert, toy_files, method):
     assert any(".classifier." in f".{n}" for n in trainable) and any(".layer." in f".{n}" for n in trainable)
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_layer_lr_decay_lowers_the_lr_layer_by_layer(tiny_bert, toy_files, method):
+    """train.layer_lr_decay: the top encoder block at lr, each one below at decay x the one above, the embeddings
+    below the bottom block; the head keeps lr x head_lr_ratio."""
+    from peftbert.methods import Context, get_method
+    from peftbert.models import arch_of, head_modules, load_classifier
+
+    cfg = make_config(tiny_bert, toy_files, method,
+                      sets=["train.lr=1e-3", "train.head_lr_ratio=10", "train.layer_lr_decay=0.5"])
+    model = load_classifier(str(tiny_bert), {0: "negative", 1: "positive"})
+    head = head_modules(model, arch_of(model.config))
+    model = get_method(method).apply(model, cfg.method_args, Context(arch_of(model.config), num_labels=2, head=head))
+    groups = train_mod.build_optimizer(model, cfg.train, head).param_groups
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    seen = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        want = (1e-2 if ".classifier." in f".{name}" or ".pooler." in f".{name}"
+                else 2.5e-4 if ".embeddings." in name else 5e-4 if ".layer.0." in name else 1e-3)  # 2 layers
+        assert lr_of[id(p)] == pytest.approx(want), name
+        seen.add(want)
+    assert {5e-4, 1e-3} <= seen  # both blocks trained (LoRA leaves the embeddings frozen)
+    assert groups[0]["lr"] == pytest.approx(1e-3)  # the logged lr is the top block's
+
+
+def test_layer_lr_decay_outside_0_1_is_one_line(tiny_bert, toy_files):
+    with pytest.raises(UserError, match=r"train.layer_lr_decay must be in \(0, 1\], got 1.5"):
+        make_config(tiny_bert, toy_files, "full", sets=["train.layer_lr_decay=1.5"])
+
+
 def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_path):
     """A checkpoint's optimizer holds its learning rates: resuming with others would silently keep the old ones."""
     from typer.testing import CliRunner
