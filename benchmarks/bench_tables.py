@@ -23,7 +23,8 @@ def finished_runs(bench_dir: Path, label: str | None = None, split: str = "test"
     """Each finished run as bench's tables take it; the model label is the run name less -<method>-s<seed>.
     With a label, the method is shown as 'METHOD (LABEL)': a second recipe of a method gets rows of its own,
     compared with full fine-tuning like any method. With split "validation" the test scores are left out, so
-    the tables score validation, the split recipes are chosen on."""
+    the tables score validation, the split recipes are chosen on (each run's chosen checkpoint's score: the best
+    of its evaluations, a little flattering to runs with more of them)."""
     results = []
     for f in sorted(bench_dir.glob("runs/*/metrics.json")):
         m = json.loads(f.read_text())

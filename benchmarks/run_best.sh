@@ -3,6 +3,8 @@
 # twitter and FOMC's three published splits, full fine-tuning against LoRA under 1% (every linear layer, searched
 # on twitter; query/value, searched on FOMC: step fomc-lora). One bench directory per task in OUT (default
 # runs/best); benchmarks/bench_tables.py then joins them. SEEDS (default 1,2,3) adds seeds to a grid.
+# These are the searches' recipes as they were chosen; two presets changed since (full at 5 epochs, lora-all with
+# the head at 10x), scored by the commands in benchmarks/best-twitter/README.md and benchmarks/best-fomc5/README.md.
 # A finished cell is kept when its recipe matches; runs made before commit fda5671 drew FOMC's validation split
 # differently, so FOMC steps go into a fresh OUT (benchmarks/best-fomc came from runs/best-fomc).
 # Usage: PEFTBERT_DATA_DIR=../shared/data [SEEDS=4,5] bash benchmarks/run_best.sh [OUT] [STEP ...]

@@ -129,26 +129,29 @@ def make_accelerator(args: TrainArgs, out_dir: Path | None, cpu: bool = False, p
 
 
 LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")  # encoder block i: BERT/RoBERTa "encoder.layer.i.", DistilBERT too
+EMBEDDINGS = re.compile(r"\.embeddings(_project)?\.")  # ELECTRA's projection sits with its embeddings
 
 
-def layer_depths(names: list[str]) -> dict[str, int]:
+def layer_depths(names: list[str]) -> dict[str, int | None]:
     """Each parameter's distance below the encoder's top for layer_lr_decay: the top block 0, block i of L
-    L-1-i, the embeddings L; the rest (pooler, task head) None, at the full lr."""
+    L-1-i, the embeddings L; the rest None, at the top's lr (pooler, task head, an MLM head, prefix vectors,
+    DeBERTa's relative-position table, which every block reads). `names`: all of the model's parameters, frozen
+    ones too, so L is the encoder's depth whichever blocks train."""
     index = {n: int(m.group(1)) for n in names if (m := LAYER_INDEX.search(f".{n}"))}
     n_layers = max(index.values(), default=-1) + 1
-    return {n: n_layers - 1 - index[n] if n in index else n_layers if ".embeddings." in f".{n}" else None
+    return {n: n_layers - 1 - index[n] if n in index else n_layers if EMBEDDINGS.search(f".{n}") else None
             for n in names}
 
 
 def build_optimizer(model, args: TrainArgs, head: tuple[str, ...] = ()):
     """AdamW in groups: decayed or not (biases and LayerNorm weights are not: BERT's recipe); when
     head_lr_ratio != 1, encoder or task head (`head`: module names; the head learns at lr x head_lr_ratio); when
-    layer_lr_decay < 1, by depth (lr x decay^depth: layer-wise decay, Clark et al. 2020's ELECTRA recipe, which
-    keeps the pretrained lower layers closer to where they were).
+    layer_lr_decay < 1, by depth (lr x decay^depth: layer-wise decay as in Clark et al. 2020's ELECTRA, here with
+    the top block at lr; it keeps the pretrained lower layers closer to where they were).
     At ratio and decay 1 the layout is the two groups checkpoints written before either existed hold, so they resume."""
     split_head = args.head_lr_ratio != 1
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    depths = layer_depths([n for n, _ in named]) if args.layer_lr_decay != 1 else {}
+    depths = layer_depths([n for n, _ in model.named_parameters()]) if args.layer_lr_decay != 1 else {}
     groups: dict[tuple[bool, bool, int], list] = {}
     for name, p in named:
         decayed = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)

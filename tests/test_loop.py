@@ -144,22 +144,40 @@ def test_layer_lr_decay_lowers_the_lr_layer_by_layer(tiny_bert, toy_files, metho
     head = head_modules(model, arch_of(model.config))
     model = get_method(method).apply(model, cfg.method_args, Context(arch_of(model.config), num_labels=2, head=head))
     groups = train_mod.build_optimizer(model, cfg.train, head).param_groups
-    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
     seen = set()
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         want = (1e-2 if ".classifier." in f".{name}" or ".pooler." in f".{name}"
                 else 2.5e-4 if ".embeddings." in name else 5e-4 if ".layer.0." in name else 1e-3)  # 2 layers
-        assert lr_of[id(p)] == pytest.approx(want), name
+        lr, decay = lr_of[id(p)]
+        assert lr == pytest.approx(want), name
+        assert decay == (0.0 if p.ndim < 2 or "LayerNorm" in name else cfg.train.weight_decay), name
         seen.add(want)
     assert {5e-4, 1e-3} <= seen  # both blocks trained (LoRA leaves the embeddings frozen)
     assert groups[0]["lr"] == pytest.approx(1e-3)  # the logged lr is the top block's
+    # at decay 1 the groups are the ones checkpoints from before the setting hold: (head or not) x (decayed or not)
+    cfg.train.layer_lr_decay = 1.0
+    kinds = {(lr_of[id(p)][0] == pytest.approx(1e-2), lr_of[id(p)][1]) for p in model.parameters() if p.requires_grad}
+    assert len(train_mod.build_optimizer(model, cfg.train, head).param_groups) == len(kinds) >= 3
+
+
+def test_layer_depths_of_other_encoders():
+    """DistilBERT's and ELECTRA's names (the projection with the embeddings), LoRA under PEFT, and a frozen top
+    block still counted in the depth."""
+    names = ["distilbert.embeddings.word_embeddings.weight", "distilbert.transformer.layer.0.ffn.lin1.weight",
+             "distilbert.transformer.layer.2.ffn.lin1.weight", "electra.embeddings_project.weight",
+             "base_model.model.bert.encoder.layer.1.attention.self.query.lora_A.default.weight",
+             "classifier.weight", "pre_classifier.weight"]
+    assert train_mod.layer_depths(names) == {names[0]: 3, names[1]: 2, names[2]: 0, names[3]: 3, names[4]: 1,
+                                             names[5]: None, names[6]: None}
 
 
 def test_layer_lr_decay_outside_0_1_is_one_line(tiny_bert, toy_files):
-    with pytest.raises(UserError, match=r"train.layer_lr_decay must be in \(0, 1\], got 1.5"):
-        make_config(tiny_bert, toy_files, "full", sets=["train.layer_lr_decay=1.5"])
+    for bad in ("1.5", "0"):
+        with pytest.raises(UserError, match=rf"train.layer_lr_decay must be in \(0, 1\], got {bad}"):
+            make_config(tiny_bert, toy_files, "full", sets=[f"train.layer_lr_decay={bad}"])
 
 
 def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_path):
@@ -175,7 +193,7 @@ def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_
             "--validation-file", str(toy_files["validation"]), "--output", str(run), "--resume", "latest",
             "--set", "data.max_length=16", "--set", "train.precision=no", "--batch-size", "16", "--max-steps", "6"]
     recipe = (run / "recipe.yaml").read_text()
-    for extra in (["--lr", "5e-2"], ["--head-lr-ratio", "3"], ["--weight-decay", "0.3"]):
+    for extra in (["--lr", "5e-2"], ["--head-lr-ratio", "3"], ["--weight-decay", "0.3"], ["--layer-lr-decay", "0.5"]):
         r = CliRunner().invoke(app, [*base, *extra])  # found once the checkpoint is read, after the run's log lines
         errors = [line for line in r.output.splitlines() if line.startswith("error:")]
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
