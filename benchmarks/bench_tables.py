@@ -49,7 +49,8 @@ def main() -> None:
     p.add_argument("out", type=Path, help="directory of per-task bench directories")
     p.add_argument("--suite", default="finance", help="suite recipe naming the tasks and their groups")
     p.add_argument("--add", action="append", default=[], metavar="DIR=LABEL",
-                   help="also table another such directory's runs of OUT's tasks, their methods shown as 'METHOD (LABEL)'")
+                   help="also table another such directory's runs of OUT's tasks, their methods shown as "
+                        "'METHOD (LABEL)'")
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="the split scored; validation tables go to OUT/validation/ (OUT's own are test's)")
     args = p.parse_args()
