@@ -106,10 +106,12 @@ class DataArgs:
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train carved out for validation"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use only N validation/test rows"})
+    train_per_class: int | None = field(default=None, metadata={
+        "help": "low-label runs: N seeded training rows per class, and N per class of validation to match"})
 
     def __post_init__(self):
         check_positive(self, "max_length")
-        check_positive_or_none(self, "max_train_samples", "max_eval_samples")
+        check_positive_or_none(self, "max_train_samples", "max_eval_samples", "train_per_class")
         if not 0 < self.validation_fraction < 1:
             raise UserError(f"data.validation_fraction must be in (0, 1), got {self.validation_fraction}")
 

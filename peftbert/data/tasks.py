@@ -78,7 +78,10 @@ def load_task(args: DataArgs, seed: int) -> TaskData:
     else:
         raise UserError(f"unknown task {args.task!r}; use one of {', '.join(list_tasks())}, a hub dataset id, "
                         "or --train-file")
-    if task.validation is None or len(task.validation) == 0:
+    if args.train_per_class:
+        from .fewshot import subsample
+        task = subsample(task, args.train_per_class, seed)
+    elif task.validation is None or len(task.validation) == 0:
         task.train, task.validation = stratified_split(task.train, args.validation_fraction, seed,
                                                        pool=task.validation_pool)
         task.notes.append(f"validation: {args.validation_fraction:.0%} of train, stratified, seed {seed}"
