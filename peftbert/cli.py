@@ -132,12 +132,14 @@ def predict(
     output: Optional[str] = typer.Option(None, help="write predictions here (.jsonl or .csv) instead of stdout"),
     batch_size: int = typer.Option(64, help="examples per forward pass (batched by length)"),
     int8: bool = typer.Option(False, help="int8 linear layers (faster on CPU); a labelled file reports the change"),
+    engine: str = typer.Option("auto", help="onnx: ONNX Runtime from an export cached in the run; torch; auto: onnx "
+                                            "if onnxruntime is installed"),
 ):
     """Classify texts with a tuned run; prints label and probabilities."""
     from .predict import run_predict
 
     run_predict(run_dir, texts=text, file=file, text_column=text_column, text_pair_column=text_pair_column,
-                label_column=label_column, output=output, batch_size=batch_size, int8=int8)
+                label_column=label_column, output=output, batch_size=batch_size, int8=int8, engine=engine)
 
 
 @app.command()
@@ -154,6 +156,52 @@ def export(
     from .export import run_export
 
     run_export(run_dir, output, fmt, overwrite, int8=int8, eval_file=eval_file)
+
+
+@app.command()
+@friendly
+def serve(
+    run_dir: Optional[Path] = typer.Argument(None, help="a run to serve at POST /predict (as the run 'default')"),
+    run: Optional[List[str]] = typer.Option(None, help="NAME=DIR: another run, at POST /predict/NAME (repeatable)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, help="TCP port to listen on"),
+    engine: str = typer.Option("auto", help="onnx, torch, or auto (onnx if onnxruntime is installed), as predict"),
+    int8: bool = typer.Option(False, help="int8 linear layers (faster on CPU)"),
+    max_batch: int = typer.Option(64, help="most texts scored in one forward pass across waiting requests"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to share its forward pass"),
+):
+    """Serve runs over HTTP: POST /predict, GET /health, GET /metadata, with micro-batching."""
+    from .serve import run_serve
+
+    run_serve(run_dir, run, host=host, port=port, engine=engine, int8=int8, max_batch=max_batch,
+              max_wait_ms=max_wait_ms)
+
+
+@app.command()
+@friendly
+def monitor(
+    feed: str = typer.Argument(..., help="dated texts: CSV/TSV/JSONL/Parquet with a date and a text column"),
+    run: List[str] = typer.Option(..., help="a run to score with, DIR or NAME=DIR (repeatable)"),
+    output: str = typer.Option(..., help="directory for index.csv, scores.csv, plot.png, report.html and the cache"),
+    date_column: str = typer.Option("date", help="the feed's date column (ISO dates or datetimes)"),
+    text_column: Optional[str] = typer.Option(None, help="the feed's text column (default: text or sentence)"),
+    period: str = typer.Option("day", help="day, week, month, or meeting (each distinct date)"),
+    positive: Optional[List[str]] = typer.Option(None, help="label counted +1 in the index (default: positive, "
+                                                            "bullish or hawkish; repeatable)"),
+    negative: Optional[List[str]] = typer.Option(None, help="label counted -1 in the index (default: negative, "
+                                                            "bearish or dovish; repeatable)"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples for each period's 95% band (0: none)"),
+    seed: int = typer.Option(0, help="seed of the bootstrap"),
+    top: int = typer.Option(3, help="most positive and most negative texts shown per period in the report"),
+    engine: str = typer.Option("auto", help="onnx, torch, or auto (onnx if onnxruntime is installed), as predict"),
+    int8: bool = typer.Option(False, help="int8 linear layers (faster on CPU)"),
+    batch_size: int = typer.Option(64, help="examples per forward pass"),
+):
+    """Score a dated feed with runs; write a net index per period, a plot and an HTML report."""
+    from .monitor import MonitorArgs, run_monitor
+
+    run_monitor(MonitorArgs(feed, run, output, date_column, text_column, period, positive, negative, bootstrap,
+                            seed, top, engine, int8, batch_size))
 
 
 app.command("adapt")(friendly(adapt))

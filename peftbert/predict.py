@@ -3,13 +3,19 @@
 Fast because: LoRA-family adapters are merged into the weights first (no adapter matmuls per layer); a file is
 read in chunks (constant memory, any size), each chunk is tokenised once and sorted by length so a batch pads
 little; batches run under inference_mode; results go back to file order and are written as they come (to a
-temporary file renamed at the end: never half an output). `--int8` quantises the linear layers dynamically
-(torch's quantize_dynamic) and, on a labelled file, reports the accuracy change against fp32.
+temporary file renamed at the end: never half an output). By default (`--engine auto`) a run is served through
+ONNX Runtime from an export the run caches in RUN/onnx-cache on first use (rebuilt when the run's weights
+change; PyTorch when onnxruntime is absent or the graph cannot be exported). `--int8` quantises the linear
+layers dynamically (ONNX Runtime's or torch's quantize_dynamic) and, on a labelled file, reports the accuracy
+change against fp32.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,6 +26,9 @@ from .errors import UserError
 from .metrics import classification_metrics, headline
 
 CHUNK_ROWS = 8192  # rows read, sorted and scored at a time
+ENGINES = ("auto", "torch", "onnx")
+ONNX_CACHE = "onnx-cache"  # inside the run directory
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
 def load_run(run_dir: Path, merge: bool = False, int8: bool = False):
@@ -88,6 +97,82 @@ def load_export(export_dir: Path, int8: bool):
     return OnnxClassifier(graph, AutoConfig.from_pretrained(export_dir)), tokenizer, info
 
 
+def run_fingerprint(run_dir: Path) -> str:
+    """A short hash of a run's state: metrics.json's bytes and each weight file's name, size and mtime.
+    Retraining into the directory changes it; reading the run (or caching beside it) does not."""
+    run_dir = Path(run_dir)
+    h = hashlib.sha256()
+    for name in ("metrics.json", "export_info.json"):
+        if (run_dir / name).is_file():
+            h.update((run_dir / name).read_bytes())
+    for f in sorted(run_dir.iterdir()):
+        if f.is_file() and f.suffix in WEIGHT_SUFFIXES:
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def load_engine(run_dir, engine: str = "auto", int8: bool = False, build: bool = True, log=None):
+    """(model, tokenizer, info, engine used) for serving a run: `onnx` through ONNX Runtime from the run's
+    cached export (made now if absent or stale and `build`), `torch` through PyTorch with LoRA merged, `auto`
+    ONNX when onnxruntime is installed and the graph exports, else PyTorch. `int8`: dynamic int8 linear layers."""
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {'|'.join(ENGINES)}, got {engine!r}")
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    model, tokenizer, info = load_run(Path(run_dir), merge=True)
+    if info.get("format") == "onnx":  # an export directory: its own graphs
+        return (load_export(Path(run_dir), True)[0] if int8 else model), tokenizer, info, "onnx"
+    if engine != "torch" and info.get("format") is None:
+        try:
+            return cached_onnx(Path(run_dir), model, tokenizer, int8, build, log), tokenizer, info, "onnx"
+        except (UserError, OSError) as e:
+            if engine == "onnx":
+                raise UserError(str(e) if isinstance(e, UserError) else f"cannot cache the ONNX export: {e}") from None
+            if build:
+                log(f"note: serving with PyTorch ({e})")
+    return (quantize_int8(model) if int8 else model), tokenizer, info, "torch"
+
+
+def cached_onnx(run_dir: Path, model, tokenizer, int8: bool, build: bool, log):
+    """The run's ONNX graph from RUN/onnx-cache, exported (and parity-checked) first when missing or stale.
+    Written to a temporary directory and renamed: a concurrent reader sees a whole cache or none."""
+    from .onnx_runtime import OnnxClassifier, check_onnx_installed
+
+    check_onnx_installed("--engine onnx", ("onnxruntime",))
+    cache, fingerprint = run_dir / ONNX_CACHE, run_fingerprint(run_dir)
+    stamp = cache / "fingerprint.txt"
+    if not (stamp.is_file() and stamp.read_text().strip() == fingerprint and (cache / "model.onnx").is_file()):
+        if not build:
+            raise UserError("no ONNX export cached for this run yet")
+        check_onnx_installed("exporting the run to ONNX")
+        from .onnx_export import PARITY_ATOL, export_onnx, parity
+
+        log(f"exporting the run to ONNX once (cached in {cache}; rebuilt when the run changes)")
+        tmp = run_dir / f"{ONNX_CACHE}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            export_onnx(model, tokenizer, tmp / "model.onnx")
+            diff = parity(model, OnnxClassifier(tmp / "model.onnx", model.config), tokenizer)
+            if diff > PARITY_ATOL:
+                raise UserError(f"the ONNX graph differs from PyTorch by {diff:.1e} in the logits")
+            (tmp / "fingerprint.txt").write_text(fingerprint + "\n")
+            shutil.rmtree(cache, ignore_errors=True)
+            tmp.rename(cache)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    graph = cache / "model.onnx"
+    if int8:
+        graph = cache / "model_quantized.onnx"
+        if not graph.is_file():
+            from .onnx_export import quantize
+
+            part = cache / f"model_quantized.onnx.tmp-{os.getpid()}"
+            quantize(cache / "model.onnx", part)
+            part.replace(graph)
+    return OnnxClassifier(graph, model.config)
+
+
 def quantize_int8(model):
     """Dynamic int8 quantisation of every nn.Linear (weights int8, activations quantised on the fly).
 
@@ -144,7 +229,7 @@ def read_chunks(file: str):
 
 
 def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_column=None, label_column=None,
-                output=None, batch_size=64, int8=False, log=None):
+                output=None, batch_size=64, int8=False, engine="auto", log=None):
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -163,10 +248,11 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
         from .data.readers import check_file
         check_file(Path(file), "--file")
     t_start = time.perf_counter()
-    model, tokenizer, info = load_run(Path(run_dir), merge=True)
+    # a few --text lines would not repay an export's one-off cost: they use a cached one, or PyTorch
+    model, tokenizer, info, used = load_engine(run_dir, engine, build=bool(file) or engine == "onnx", log=log)
     fp32_model = model
-    if int8:  # an ONNX export has its own int8 graph (export --int8); else torch's dynamic quantisation
-        model = load_run(Path(run_dir), int8=True)[0] if info.get("format") == "onnx" else quantize_int8(model)
+    if int8:  # the same engine's int8 graph: ONNX Runtime's from the cache or an export, else torch's
+        model = load_engine(run_dir, used, int8=True, log=log)[0]
     names = info["label_names"]
     max_length = info.get("max_length") or 512
     chunks = read_chunks(file) if file else [pd.DataFrame({"text": list(texts)})]
@@ -207,7 +293,8 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     total = time.perf_counter() - t_start
     if file:
         log(f"predicted {n:,} texts in {t_infer:.2f} s ({n / max(t_infer, 1e-9):,.0f} texts/s; "
-            f"{total:.2f} s with loading){' with int8 linear layers' if int8 else ''}")
+            f"{total:.2f} s with loading; {'ONNX Runtime' if used == 'onnx' else 'PyTorch'}"
+            f"{', int8 linear layers' if int8 else ''})")
     if not gold:
         return None
     m = classification_metrics(gold, preds, names)
