@@ -1,20 +1,25 @@
-"""Print the README's "Bad input" table: run every case of tests/test_bad_input.py and show its real message.
+"""Write docs/bad-input.md's table: run every case of tests/test_bad_input.py and show its real message.
 
-    .venv/bin/python tools/bad_input_table.py
+    .venv/bin/python tools/bad_input_table.py            # rewrites the table between the markers in docs/bad-input.md
+    .venv/bin/python tools/bad_input_table.py --print    # prints it instead
 
 The cases run as the tests run them (CliRunner, in a directory of bad inputs built by `make_inputs`, the Hub
-unreachable: HF_HUB_OFFLINE=1). Exits 1, after the table, if a case did not end in one `error:` line with
-exit code 2 and nothing written.
+unreachable: HF_HUB_OFFLINE=1). Exits 1, leaving the page as it was, if a case did not end in one `error:`
+line with exit code 2 and nothing written.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "bad-input.md"
+BEGIN, END = "<!-- bad-input:begin -->", "<!-- bad-input:end -->"
 sys.path.insert(0, str(ROOT / "tests"))
 
 # conftest, imported by the test module, sets HF_HUB_OFFLINE=1 (tests never touch the network)
@@ -25,7 +30,8 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def main() -> int:
+def table() -> tuple[str, list[str]]:
+    """The markdown table, and the commands that did not end in a clean one-line error."""
     bad = []
     with tempfile.TemporaryDirectory() as tmp:
         d = make_inputs(Path(tmp) / "inputs")
@@ -45,12 +51,32 @@ def main() -> int:
                 if data:
                     message = message.replace(data, "$PEFTBERT_DATA_DIR")
             rows.append(f"| {cell(case.what)} | `peftbert {cell(case.command)}` | {cell(message)} |")
-    print("| what is wrong | command | message |")
-    print("|---|---|---|")
-    print("\n".join(rows))
+    return "\n".join(["| what is wrong | command | message |", "|---|---|---|", *rows]), bad
+
+
+def replace_block(page: str, block: str) -> str:
+    """The page with the text between the markers replaced (the markers and the prose around them kept)."""
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(page):
+        sys.exit(f"error: {PAGE} has no {BEGIN} ... {END} block; put the markers back where the table goes")
+    return pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", page)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--print", action="store_true", help="print the table instead of writing the page")
+    args = parser.parse_args()
+    block, bad = table()
+    if args.print:
+        print(block)
     for c in bad:
         print(f"not a one-line error: peftbert {c}", file=sys.stderr)
-    return 1 if bad else 0
+    if bad:
+        return 1
+    if not args.print:
+        PAGE.write_text(replace_block(PAGE.read_text(), block))
+        print(f"wrote {PAGE.relative_to(ROOT)}")
+    return 0
 
 
 if __name__ == "__main__":
