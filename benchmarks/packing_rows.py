@@ -1,6 +1,6 @@
 """How long a packed row should be: full fine-tuning steps on the same random batches, side by side.
 
-    PEFTBERT_DATA_DIR=../shared/data python benchmarks/packing_rows.py     # -> benchmarks/speed/packing-rows.md
+    PEFTBERT_DATA_DIR=../shared/data python benchmarks/packing_rows.py [OUT.md]  # default runs/speed-cpu/packing-rows.md
 
 MiniLM, 12 random batches of 32 twitter finance tweets (the first rows of train.csv shuffled with seed 0),
 forward + backward + fused AdamW, the precision `auto` picks, the loop's fast dropout. Rows: the batches padded
@@ -13,6 +13,7 @@ rows part empty. Five interleaved rounds; the median round's mean ms per step.
 import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def main():
              "| layout | ms per step | vs padded random batches |", "|---|---|---|"]
     for name, ts in times.items():
         lines.append(f"| {name} | {statistics.median(ts):.1f} | {base / statistics.median(ts):.2f}x |")
-    out = Path(__file__).resolve().parent / "speed" / "packing-rows.md"
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/speed-cpu/packing-rows.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

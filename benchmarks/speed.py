@@ -1,6 +1,6 @@
 """peftbert against the script a practitioner would write, side by side, on one machine, in one run.
 
-    PEFTBERT_DATA_DIR=../shared/data python benchmarks/speed.py            # -> benchmarks/speed/<name>.md, .json
+    PEFTBERT_DATA_DIR=../shared/data python benchmarks/speed.py     # -> runs/speed-cpu/<name>.json, .md
 
 Rows (each command timed as a whole process; throughput as each tool measures its own training loop):
 - tune full / lora: `peftbert tune` vs reference/trainer_tune.py (transformers.Trainer + peft, random batches,
@@ -138,7 +138,7 @@ def main():
     p.add_argument("--sections", default="train,adapt,predict",
                    help="comma-separated sections to run (predict runs on the CPU; a GPU run may skip it)")
     p.add_argument("--name", default="gpu" if torch.cuda.is_available() else "cpu", help="results file name")
-    p.add_argument("--out", default=str(HERE / "speed"), help="directory for <name>.md and <name>.json")
+    p.add_argument("--out", default=str(HERE.parent / "runs" / "speed-cpu"), help="directory for <name>.md and <name>.json")
     args = p.parse_args()
     sections = set(args.sections.split(","))
     if sections - {"train", "adapt", "predict"} or ("predict" in sections and "train" not in sections):

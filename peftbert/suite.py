@@ -88,27 +88,41 @@ def run_suite(suite: Suite, *, recipe: str | None, values: dict, overrides: list
 
 
 def write_suite_report(suite: Suite, out: Path) -> None:
-    from .bench_report import to_csv, paired, paired_markdown
+    from .bench_report import to_csv
     from .runinfo import write_text
 
-    lines = ["# Suite results", "", "Mean over each group's tasks and seeds; baselines are the mean of the "
-             "tasks' own (`<task>/baselines.json`). Generated from `<task>/results.csv`.", ""]
-    table = []
+    rows_of = {task: read_results(task_dir(out, task) / "results.csv") for task in suite.tasks}
+    text, table = suite_tables(suite, rows_of, lambda tasks: group_baselines(out, tasks))
+    if table:
+        write_text(out / "suite.csv", to_csv(table, list(table[0])))
+    write_text(out / "suite.md", "# Suite results\n\nMean over each group's tasks and seeds; baselines are the mean "
+               "of the tasks' own (`<task>/baselines.json`). Generated from `<task>/results.csv`.\n\n" + text)
+
+
+def read_results(path: Path) -> list[dict]:
+    """A bench grid's results.csv as rows with numbers (none when the grid has not written it yet)."""
+    if not path.is_file():
+        return []
+    with open(path) as fh:
+        return [{**r, "seed": int(r["seed"]), "accuracy": float(r["accuracy"]), "macro_f1": float(r["macro_f1"]),
+                 "trainable_percent": float(r["trainable_percent"])} for r in csv.DictReader(fh)]
+
+
+def suite_tables(suite: Suite, rows_of: dict[str, list[dict]], baselines_of) -> tuple[str, list[dict]]:
+    """Markdown of each group (model x method means, the group's baselines, paired differences) and its rows.
+    rows_of: task -> bench_report.run_rows rows; baselines_of(tasks) -> group_baselines' dict."""
+    from .bench_report import paired, paired_markdown
+
+    lines, table = [], []
     for group, tasks in suite.group_of().items():
-        rows = []
-        for task in tasks:
-            f = task_dir(out, task) / "results.csv"
-            if f.is_file():
-                with open(f) as fh:
-                    rows += [{**r, "task": task, "seed": int(r["seed"]), "accuracy": float(r["accuracy"]),
-                              "macro_f1": float(r["macro_f1"])} for r in csv.DictReader(fh)]
+        rows = [{**r, "task": task} for task in tasks for r in rows_of.get(task, [])]
         if not rows:
             continue
         split = rows[0]["split"]
         lines += [f"## {group} ({len(tasks)} task{'s' if len(tasks) > 1 else ''}, {split})", "",
                   "| model | method | trainable % | runs (tasks x seeds) | accuracy | macro-F1 (mean ± sd) |",
                   "|---|---|---|---|---|---|"]
-        for name, score in group_baselines(out, tasks).items():
+        for name, score in baselines_of(tasks).items():
             lines.append(f"| (baseline) | {name} | – | {score['n']} tasks | {score['accuracy']:.4f} | "
                          f"{score['macro_f1']:.4f} |")
         for (model, method) in dict.fromkeys((r["model"], r["method"]) for r in rows):
@@ -124,9 +138,7 @@ def write_suite_report(suite: Suite, out: Path) -> None:
             lines.append(f"| {model} | {method} | {row['trainable_percent']:.2f} | {len(runs)} | "
                          f"{row['accuracy_mean']:.4f} | {row['macro_f1_mean']:.4f}{sd} |")
         lines.append(paired_markdown(paired(rows), split))
-    if table:
-        write_text(out / "suite.csv", to_csv(table, list(table[0])))
-    write_text(out / "suite.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n", table
 
 
 def group_baselines(out: Path, tasks: list[str]) -> dict[str, dict]:
