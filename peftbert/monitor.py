@@ -150,7 +150,7 @@ def score_run(run_dir: Path, texts: list[str], cache: ScoreCache, a: MonitorArgs
     hashes = [text_hash(t) for t in texts]
     known = cache.get(key, fingerprint, hashes)
     new = list(dict.fromkeys(h for h in hashes if h not in known))  # each distinct new text once
-    names = json.loads((run_dir / "metrics.json").read_text())["label_names"]
+    names = run_labels(run_dir)
     if new:
         model, tokenizer, info, _ = load_engine(run_dir, a.engine, int8=a.int8, log=log)
         by_hash = dict(zip(hashes, texts))
@@ -161,6 +161,10 @@ def score_run(run_dir: Path, texts: list[str], cache: ScoreCache, a: MonitorArgs
         known.update(fresh)
     log(f"{run_dir}: scored {len(new):,} new texts, {len(texts) - len(new):,} from the cache")
     return names, np.array([known[h] for h in hashes], dtype=float).reshape(len(texts), len(names))
+
+
+def run_labels(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / "metrics.json").read_text())["label_names"]
 
 
 def index_labels(names: list[str], positive, negative, run: str) -> tuple[list[str], list[str]]:
@@ -285,14 +289,16 @@ def run_monitor(a: MonitorArgs, log=None) -> pd.DataFrame:
     runs = check_args(a)
     feed = read_feed(a.feed, a.date_column, a.text_column)
     feed["period"] = period_start(feed["date"], a.period)
+    # every run's + and - labels before anything is scored or written
+    labels = {run: index_labels(run_labels(d), a.positive, a.negative, run) for run, d in runs.items()}
     out = Path(a.output)
     out.mkdir(exist_ok=True)
     cache = ScoreCache(out / CACHE_NAME)
-    tables, frames, labels = [], [], {}
+    tables, frames = [], []
     try:
         for run, run_dir in runs.items():
             names, probs = score_run(run_dir, feed["text"].tolist(), cache, a, log)
-            pos, neg = labels[run] = index_labels(names, a.positive, a.negative, run)
+            pos, neg = labels[run]
             idx = lambda labs: [names.index(x) for x in labs]  # noqa: E731
             scores = feed.assign(run=run, label=[names[i] for i in probs.argmax(1)],
                                  score=probs[:, idx(pos)].sum(1) - probs[:, idx(neg)].sum(1),
