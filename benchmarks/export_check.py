@@ -5,7 +5,7 @@
 - onnx: the export's parity with PyTorch, and accuracy and texts/s of PyTorch, ONNX Runtime and ONNX Runtime int8
   on the same file (written by `export --format onnx --int8 --eval-file`).
 
-    python benchmarks/export_check.py RUN [RUN ...] --file TEST.csv --out benchmarks/export/cpu
+    python benchmarks/export_check.py RUN [RUN ...] --file TEST.csv --out runs/export-check/cpu
 
 writes OUT.json and OUT.md (the table below is generated from OUT.json).
 """

@@ -1,7 +1,7 @@
 """A check, not a feature: length-grouped batches in a shuffled order (the longest first, the partial last
-kept), to tell batch order from batch make-up in the short regime (benchmarks/run_grouping_short.sh, mode shuffled).
+kept), to tell batch order from batch make-up in the short regime (experiments/short-regime-batching, mode shuffled).
 
-    python benchmarks/grouping_order_check.py SEED OUTPUT_DIR   (train/validation rows as run_grouping_short.sh writes)
+    python benchmarks/grouping_order_check.py SEED OUTPUT_DIR   (runs/short-*.csv, as that experiment writes them)
 """
 
 import os

@@ -33,7 +33,7 @@ p.add_argument("--unseeded-init", action="store_true", help="build the model bef
 args = p.parse_args()
 
 # seeded before the model is built, as transformers' examples/run_glue.py does: otherwise the new head is torch's
-# default-seed draw, one init shared by every --seed (benchmarks/speed/checks.md: trainer vs trainer-seeded)
+# default-seed draw, one init shared by every --seed (experiments/short-regime-batching: trainer vs trainer-unseeded)
 if not args.unseeded_init:
     set_seed(args.seed)
 tokenizer = AutoTokenizer.from_pretrained(args.model)
