@@ -2,7 +2,7 @@
 
 The graph comes from torch's dynamo exporter (`torch.onnx.export(dynamo=True)`), batch and sequence length
 dynamic. Measured once by hand on the embedded MiniLM (3 texts of different lengths, padded): logits within
-3e-8 of PyTorch, against 3e-2 for the older TorchScript exporter (`dynamo=False`); benchmarks/export/ shows
+3e-8 of PyTorch, against 3e-2 for the older TorchScript exporter (`dynamo=False`); experiments/export-check shows
 ~1e-6 on tuned runs. optimum's exporter is not used: optimum-onnx 0.1
 requires transformers < 4.58 (installing it downgraded transformers 5 here). The directory holds
 model.onnx (and model_quantized.onnx with --int8), config.json with the label names and the tokenizer:

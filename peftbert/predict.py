@@ -77,7 +77,7 @@ def load_run(run_dir: Path, merge: bool = False, int8: bool = False):
 
 def load_export(export_dir: Path, int8: bool):
     """An `export --format hf|onnx` directory: a transformers checkpoint, or an ONNX graph served by ONNX Runtime
-    (fp32: ~1.5x PyTorch's texts/s on 2 CPU cores, identical labels: benchmarks/export/)."""
+    (fp32: ~1.5x PyTorch's texts/s on 2 CPU cores, identical labels: experiments/export-check)."""
     from .models import load_classifier, load_tokenizer
 
     info = json.loads((export_dir / "export_info.json").read_text())

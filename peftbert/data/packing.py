@@ -3,7 +3,7 @@
 Why: finance tweets average 27 tokens, and a random batch of 32 pads them to 2.1x that. Length-grouped batches
 (`batching: grouped`) remove the padding by changing which texts share a batch, and in short runs that costs
 accuracy: full fine-tuning on 3,000 tweets, 3 seeds, 0.743 grouped against 0.794 with random batches
-(benchmarks/speed/checks.md). Packing keeps the random batch (the same texts, so the same gradient up to
+(experiments/short-regime-batching). Packing keeps the random batch (the same texts, so the same gradient up to
 float rounding) and drops the padding instead:
 
 - texts go first-fit-decreasing into rows of ROW_TOKENS tokens, or the batch's longest text where longer;
@@ -27,7 +27,7 @@ from ..models import transformers_model
 
 # Rows of at least this many tokens (a longer text widens its row). Attention inside a row costs its length
 # squared: full fine-tuning steps on 32 tweets took the same time with rows of 32, 64 or the batch's longest
-# text as grouped batches did, 15% longer with 128 and 58% with 256 (benchmarks/speed/packing-rows.md).
+# text as grouped batches did, 15% longer with 128 and 58% with 256 (experiments/speed-cpu/results/packing-rows.md).
 ROW_TOKENS = 64
 # model type -> position of a text's first token: RoBERTa-style embeddings count from padding_idx + 1
 POSITION_START = {"bert": lambda config: 0, "electra": lambda config: 0,
