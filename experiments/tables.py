@@ -261,28 +261,37 @@ def index(experiments: list[Experiment], root: Path) -> str:
 
 
 def results_block(experiments: list[Experiment], root: Path) -> str:
-    """The README's current-results table: each current experiment's `readme_rows`, test scores, with links."""
-    lines = ["| task | method | trainable % | runs (splits x seeds) | test accuracy | test macro-F1 (mean ± sd) | "
-             "machine | experiment |", "|---|---|---|---|---|---|---|---|"]
+    """The README's current-results table: each current experiment's `readme_rows`, test scores, with links;
+    grouped by task in the finance suite's order, each task's baseline first."""
+    order = list(load_suite("finance").group_of())
+    rows = []
     for exp in experiments:
         for want in exp.readme_rows:
-            _, table, baselines = grid_summary(exp, {"dir": want["dir"]})
-            link = f"[{exp.id}]({root.name}/{exp.link(root)}/)"
-            if "baseline" in want:
-                b = baselines[want["group"]][want["baseline"]]
-                lines.append(f"| {want['group']} | {want['baseline']} (baseline) | – | – | {b['accuracy']:.4f} | "
-                             f"{b['macro_f1']:.4f} | – | {link} |")
-                continue
-            row = next((r for r in table if r["group"] == want["group"] and r["method"] == want["method"]
-                        and r["model"] == DEFAULT_MODEL), None)
-            if row is None:
-                raise ExperimentError(f"{exp.dir / 'experiment.yaml'}: readme_rows names {want['group']} / "
-                                      f"{want['method']}, which {want['dir']} has no runs of")
-            sd = "" if row["macro_f1_sd"] is None else f" ± {row['macro_f1_sd']:.4f}"
-            lines.append(f"| {want['group']} | {want.get('label', want['method'])} | {row['trainable_percent']:.2f} | "
-                         f"{row['runs']} | {row['accuracy_mean']:.4f} | {row['macro_f1_mean']:.4f}{sd} | "
-                         f"{_short_machine(exp)} | {link} |")
+            key = (order.index(want["group"]) if want["group"] in order else len(order), "baseline" not in want,
+                   exp.machine.startswith("GPU"))  # a task's CPU rows (this project's machine kind) first
+            rows.append((key, readme_row(exp, want, root)))
+    lines = ["| task | method | trainable % | runs (splits x seeds) | test accuracy | test macro-F1 (mean ± sd) | "
+             "machine | experiment |", "|---|---|---|---|---|---|---|---|"]
+    lines += [line for _, line in sorted(rows, key=lambda r: r[0])]  # stable: the experiments' order within a key
     return "\n".join(lines) + "\n"
+
+
+def readme_row(exp: Experiment, want: dict, root: Path) -> str:
+    _, table, baselines = grid_summary(exp, {"dir": want["dir"], "suite": want.get("suite", "finance")})
+    link = f"[{exp.id}]({root.name}/{exp.link(root)}/)"
+    if "baseline" in want:
+        b = baselines[want["group"]][want["baseline"]]
+        return (f"| {want['group']} | {want['baseline']} (baseline) | – | – | {b['accuracy']:.4f} | "
+                f"{b['macro_f1']:.4f} | – | {link} |")
+    row = next((r for r in table if r["group"] == want["group"] and r["method"] == want["method"]
+                and r["model"] == want.get("model", DEFAULT_MODEL)), None)
+    if row is None:
+        raise ExperimentError(f"{exp.dir / 'experiment.yaml'}: readme_rows names {want['group']} / "
+                              f"{want['method']}, which {want['dir']} has no runs of")
+    sd = "" if row["macro_f1_sd"] is None else f" ± {row['macro_f1_sd']:.4f}"
+    return (f"| {want['group']} | {want.get('label', want['method'])} | {row['trainable_percent']:.2f} | "
+            f"{row['runs']} | {row['accuracy_mean']:.4f} | {row['macro_f1_mean']:.4f}{sd} | "
+            f"{_short_machine(exp)} | {link} |")
 
 
 def _cell(text: str) -> str:
