@@ -1,6 +1,6 @@
 """How long a packed row should be: full fine-tuning steps on the same random batches, side by side.
 
-    PEFTBERT_DATA_DIR=../shared/data python benchmarks/packing_rows.py [OUT.md]  # default runs/speed-cpu/packing-rows.md
+    PEFTBERT_DATA_DIR=../shared/data python benchmarks/packing_rows.py [OUT.md]   # runs/speed-cpu/packing-rows.md
 
 MiniLM, 12 random batches of 32 twitter finance tweets (the first rows of train.csv shuffled with seed 0),
 forward + backward + fused AdamW, the precision `auto` picks, the loop's fast dropout. Rows: the batches padded

@@ -138,7 +138,8 @@ def main():
     p.add_argument("--sections", default="train,adapt,predict",
                    help="comma-separated sections to run (predict runs on the CPU; a GPU run may skip it)")
     p.add_argument("--name", default="gpu" if torch.cuda.is_available() else "cpu", help="results file name")
-    p.add_argument("--out", default=str(HERE.parent / "runs" / "speed-cpu"), help="directory for <name>.md and <name>.json")
+    p.add_argument("--out", default=str(HERE.parent / "runs" / "speed-cpu"),
+                   help="directory for <name>.md and <name>.json")
     args = p.parse_args()
     sections = set(args.sections.split(","))
     if sections - {"train", "adapt", "predict"} or ("predict" in sections and "train" not in sections):

@@ -54,11 +54,12 @@ def load(path: Path) -> Experiment:
         raise ExperimentError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
     missing = [k for k in REQUIRED if k not in data]
     unknown = sorted(set(data) - set(REQUIRED) - set(OPTIONAL))
-    if missing or unknown:
-        raise ExperimentError(f"{where}: " + "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+    problems = [f"{what} {', '.join(keys)}" for what, keys in (("missing", missing), ("unknown", unknown)) if keys]
+    if problems:
+        raise ExperimentError(f"{where}: {'; '.join(problems)} (fields: {', '.join(REQUIRED + OPTIONAL)})")
     if data["id"] != path.parent.name:
-        raise ExperimentError(f"{where}: id {data['id']!r} differs from its folder {path.parent.name!r}; make them equal")
+        raise ExperimentError(f"{where}: id {data['id']!r} differs from its folder {path.parent.name!r}; "
+                              "make them equal")
     if data["status"] not in STATUSES:
         raise ExperimentError(f"{where}: status must be one of {', '.join(STATUSES)}, got {data['status']!r}")
     if (data["status"] == "superseded") != (path.parent.parent.name == "archive"):

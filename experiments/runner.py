@@ -8,8 +8,10 @@ with their relative paths into results/ (or results/<to>/; `rename: parent` name
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from .catalog import ROOT, Experiment, ExperimentError
@@ -32,11 +34,18 @@ def run(exp: Experiment, runs_root: Path, dry_run: bool = False, log=print) -> l
         if dry_run:
             continue
         out.mkdir(parents=True, exist_ok=True)
-        rc = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=REPO).returncode
+        rc = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=REPO, env=environment()).returncode
         if rc:
             raise ExperimentError(f"{exp.id}: command {i} of {len(exp.commands)} failed (exit {rc}); fix it and "
                                   f"rerun `python -m experiments run {exp.id}`, which keeps what finished")
     return collect(exp, out, dry_run, log)
+
+
+def environment() -> dict:
+    """This environment, with this Python's bin folder first: `peftbert` and `python` are the ones running us."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def collect(exp: Experiment, out: Path, dry_run: bool, log=print) -> list[Path]:

@@ -108,8 +108,8 @@ def search_markdown(exp: Experiment, spec: dict) -> list[str]:
         lines.append(f"| [{study.name}]({link}) | {len(trials)} ({len(done)}) | {start_score} | "
                      f"{float(best['value']):.4f} | {best['number']} | "
                      f"{_num(float(best['user_attrs_trainable_percent']), 2)} |")
-    return [f"Validation macro-F1 only (a search never scores test); each study's `best.yaml` is its best trial's "
-            f"recipe.", "", *lines, ""]
+    return ["Validation macro-F1 only (a search never scores test); each study's `best.yaml` is its best trial's "
+            "recipe.", "", *lines, ""]
 
 
 def result_files(exp: Experiment, spec: dict) -> list[Path]:
@@ -144,8 +144,8 @@ def by_seed_markdown(exp: Experiment, spec: dict) -> list[str]:
     groups: dict[str, list[dict]] = {}
     for f in result_files(exp, spec):
         groups.setdefault(re.sub(r"-s\d+$", "", run_name(f)), []).append(json.loads(f.read_text()))
-    lines = ["| runs | seeds | test accuracy (mean ± sd) | test macro-F1 (mean ± sd) | per seed (accuracy / macro-F1) |",
-             "|---|---|---|---|---|"]
+    lines = ["| runs | seeds | test accuracy (mean ± sd) | test macro-F1 (mean ± sd) | "
+             "per seed (accuracy / macro-F1) |", "|---|---|---|---|---|"]
     for name, runs in groups.items():
         runs.sort(key=lambda m: m["seed"])
         acc, f1 = [m["test"]["accuracy"] for m in runs], [m["test"]["macro_f1"] for m in runs]
@@ -161,7 +161,8 @@ def _pm(xs: list[float]) -> str:
 def adapt_runs_markdown(exp: Experiment, spec: dict) -> list[str]:
     """`peftbert adapt` runs' metrics.json files: held-out masked-LM scores before and after."""
     lines = ["| run | source | steps | tokens seen | held-out perplexity before → after | masked-token accuracy "
-             "before → after | next-sentence accuracy before → after | train s |", "|---|---|---|---|---|---|---|---|"]
+             "before → after | next-sentence accuracy before → after | train s |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in result_files(exp, spec):
         m = json.loads(f.read_text())
         b, a = m["heldout_before"], m["heldout_after"]
@@ -197,8 +198,8 @@ def links_markdown(exp: Experiment, spec: dict) -> list[str]:
 
 
 KINDS = {"grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
-         "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown, "export": export_markdown,
-         "links": links_markdown}
+         "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,
+         "export": export_markdown, "links": links_markdown}
 
 
 def _benchmark(name: str):
