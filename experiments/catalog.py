@@ -1,4 +1,12 @@
-"""Reading experiment.yaml files: the fields every experiment has, checked once here."""
+"""Reading experiment.yaml files: the fields every experiment has, checked once here.
+
+Required: id (= its folder), title, status (current | superseded: superseded ones live in archive/), machine
+("CPU: ..." or "GPU: ..."), commit, evidence_for, headline (one line for INDEX.md), commands (shell lines run
+from the repository root, `{out}` standing for runs/<id>). Optional: tasks, methods, seeds; conclusion (at most
+5 lines); notes; presets (method -> why its recipes/methods/<method>.yaml is what it is); collect (what `run`
+copies into results/: `files` globs under {out}/`from`, into results/`to`, `rename: parent`); tables (what the
+README shows: tables.KINDS); readme_rows (the rows it gives README.md's current-results table).
+"""
 
 from __future__ import annotations
 

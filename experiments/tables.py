@@ -181,7 +181,7 @@ def speed_markdown(exp: Experiment, spec: dict) -> list[str]:
     out = []
     for f in result_files(exp, spec):
         text = speed.markdown(json.loads(f.read_text()))
-        out += [re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.M)]
+        out += [re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 3) + " ", text, flags=re.M)]
     return out
 
 
@@ -252,7 +252,10 @@ def index(experiments: list[Experiment], root: Path) -> str:
     lines = ["# Experiments", "", GENERATED.replace("experiment.yaml and results/", "each experiment.yaml"), "",
              "Each row links an experiment: its commands, machine, commit and result files, and tables generated "
              "from them. Current ones are the evidence for today's presets and claims; superseded ones are kept "
-             "because issues cite their numbers.", ""]
+             "because issues cite their numbers.", "",
+             "To add one: a folder with an experiment.yaml (its fields are listed in experiments/catalog.py; copy a "
+             "current one), then `python -m experiments run ID` (results copied into its results/) and "
+             "`python -m experiments tables`. CI runs `tables --check`.", ""]
     for status, heading in (("current", "Current"), ("superseded", "Superseded (archive/)")):
         lines += [f"## {heading}", "", "| experiment | headline | evidence for | machine |", "|---|---|---|---|"]
         lines += [f"| [{e.id}]({e.link(root)}/README.md) | {_cell(e.headline)} | {_cell(e.evidence_for)} | "
