@@ -10,7 +10,6 @@ so a long grid can be read while it runs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,8 +120,9 @@ def check_finished(cell: Cell, out: Path) -> None:
     cell_dir = out / "runs" / cell.name
     if not (cell_dir / "metrics.json").exists():
         return
-    recipe = cell_dir / "recipe.yaml"
-    ran = yaml_load(recipe.read_text()) if recipe.is_file() else None
+    from .artifacts import bench_cell
+
+    ran = bench_cell(cell_dir, "recipe.yaml") if (cell_dir / "recipe.yaml").exists() else None
     wanted = yaml_load(yaml.safe_dump(dataclasses.replace(cell.cfg, output=str(cell_dir)).to_dict()))
     if ran != wanted:
         changed = sorted(k for k in set(ran or {}) | set(wanted) if (ran or {}).get(k) != wanted.get(k))
@@ -161,8 +161,9 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
         write_baselines(cells[0].cfg, out, log)  # the bars the tables and plot are read against
     def finished() -> list[dict]:
         """Every finished cell of the grid, whichever process or shard ran it: the tables never go backwards."""
-        return [{"run": c.name, "model_label": model_label(c.model),
-                 **json.loads((out / "runs" / c.name / "metrics.json").read_text())}
+        from .artifacts import bench_cell
+
+        return [{"run": c.name, "model_label": model_label(c.model), **bench_cell(out / "runs" / c.name)}
                 for c in cells if (out / "runs" / c.name / "metrics.json").exists()]
 
     for i, cell in enumerate(cells, 1):

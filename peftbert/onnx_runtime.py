@@ -30,7 +30,10 @@ class OnnxClassifier:
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()  # the same cores PyTorch uses, for a fair figure
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        from .artifacts import onnx_session  # a graph ONNX Runtime cannot parse: one line naming it
+
+        self.session = onnx_session(Path(path), lambda: ort.InferenceSession(str(path), opts,
+                                                                             providers=["CPUExecutionProvider"]))
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.config = config
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import artifacts
 from .errors import UserError
 from .metrics import classification_metrics, headline
 
@@ -50,12 +51,8 @@ def load_run(run_dir: Path, merge: bool = False, int8: bool = False):
         return load_export(run_dir, int8)
     if not mpath.is_file():
         raise UserError(f"{run_dir} is not a finished peftbert run (no metrics.json); pass a `tune --output` dir")
-    info = json.loads(mpath.read_text())
-    recipe = run_dir / "recipe.yaml"
-    if recipe.is_file():  # the length the run was trained with is the one to predict with
-        import yaml
-        info.setdefault("data", (yaml.safe_load(recipe.read_text()) or {}).get("data") or {})  # its columns too
-        info.setdefault("max_length", info["data"].get("max_length"))
+    # every file it loads, checked (one line naming a damaged one), with the recipe's length and columns
+    info = artifacts.tune_run(run_dir)
     id2label = dict(enumerate(info["label_names"]))
     tokenizer = load_tokenizer(str(run_dir))
     if (run_dir / "adapter_config.json").is_file():
@@ -64,7 +61,8 @@ def load_run(run_dir: Path, merge: bool = False, int8: bool = False):
         from .methods import bottleneck  # noqa: F401  (registers the adapter's PEFT type before loading)
 
         base_path = info["model_path"] if Path(info["model_path"]).exists() else resolve_model(info["model"])
-        model = PeftModel.from_pretrained(load_classifier(base_path, id2label), str(run_dir))
+        base = load_classifier(base_path, id2label, info.get("pooling", "cls"))  # the base checkpoint lacks it
+        model = PeftModel.from_pretrained(base, str(run_dir))
         if merge:
             try:
                 model = model.merge_and_unload()
@@ -80,7 +78,7 @@ def load_export(export_dir: Path, int8: bool):
     (fp32: ~1.5x PyTorch's texts/s on 2 CPU cores, identical labels: experiments/export-check)."""
     from .models import load_classifier, load_tokenizer
 
-    info = json.loads((export_dir / "export_info.json").read_text())
+    info = artifacts.export_dir(export_dir, int8)  # every file it loads, checked
     id2label = dict(enumerate(info["label_names"]))
     tokenizer = load_tokenizer(str(export_dir))
     if info["format"] != "onnx":

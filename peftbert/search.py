@@ -22,6 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
+from . import artifacts
 from .config import SELECTION_METRICS, RunConfig, deep_merge, renamed
 from .errors import TrainingDiverged, UserError
 from .methods import get_method
@@ -226,6 +227,8 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     metric = base.train.metric
     out = Path(output)
     check_search_dir(out)
+    if not overwrite:  # a study to continue: its database whole, or one line before any trial
+        artifacts.study(out)
     out.mkdir(parents=True, exist_ok=True)
     with search_lock(out):
         if overwrite:
@@ -373,7 +376,7 @@ def write_reports(study, out: Path, metric: str):
                      f" | {'' if pct is None else f'{pct:.3f}'} | {'' if secs is None else f'{secs:.0f}'} |")
     write_text(out / "trials.md", "\n".join(lines) + "\n")
     if best is not None:
-        recipe = yaml.safe_load((out / "trials" / f"{best.number:03d}" / "recipe.yaml").read_text())
+        recipe = artifacts.trial_recipe(out / "trials" / f"{best.number:03d}" / "recipe.yaml")
         recipe.pop("output", None)
         # trials ran without checkpoints; the recipe keeps what the search was given
         recipe["train"]["save_every"] = study.user_attrs["settings"]["run"]["train"]["save_every"]

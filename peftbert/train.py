@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import TrainArgs
-from .data.batching import LengthGroupedEpochSampler
+from .data.batching import TrainBatches, check_resumed_batching, texts_in
 from .fast_dropout import cpu_fast_dropout
 from .errors import CheckpointMismatch, TrainingDiverged, UserError
-from . import hardware, trackers
+from . import artifacts, hardware, trackers
 
 CKPT_DIR = "checkpoints"  # Accelerate's automatic naming: <out>/checkpoints/checkpoint_<step>
 KEEP_CHECKPOINTS = 2
+TRAINER_STATE = "trainer_state.json"  # the loop's own state, written last: its presence marks a whole checkpoint
+BEST_STATE = "best_state.pt"  # the best evaluation's trainable weights
 # Accelerate warns on every rotation ("Deleting 1 checkpoints to make room"): expected here, so not shown
 logging.getLogger("accelerate.accelerator").addFilter(lambda record: "to make room" not in record.getMessage())
 
@@ -87,7 +88,7 @@ def agreed_precision(asked: str, cpu: bool) -> str:
 
 def checkpoint_precision(ckpt: str | None) -> str | None:
     """The precision a checkpoint was trained in: a resumed run keeps it, whatever `auto` would say today."""
-    state = Path(ckpt) / "trainer_state.json" if ckpt else None
+    state = Path(ckpt) / TRAINER_STATE if ckpt else None
     return json.loads(state.read_text()).get("precision") if state and state.is_file() else None
 
 
@@ -174,188 +175,258 @@ def build_optimizer(model, args: TrainArgs, head: tuple[str, ...] = ()):
 def plan_steps(n_batches: int, args: TrainArgs) -> StepPlan:
     """The plan for `n_batches` per epoch (per process); the last partial accumulation still steps."""
     per_epoch = math.ceil(n_batches / args.grad_accum)
-    total = max(args.max_steps or math.ceil(args.epochs * per_epoch), 1)
+    # min_steps: a few dozen rows give a few optimizer steps an epoch, too few to train a classifier
+    total = max(args.max_steps or max(math.ceil(args.epochs * per_epoch), args.min_steps or 0), 1)
     return StepPlan(n_batches, per_epoch, total, int(args.warmup_ratio * total))
 
 
-def train(model, train_ds, collate, args: TrainArgs, *, accelerator, evaluate: Callable[[object], dict],
+def train(model, batches: TrainBatches, args: TrainArgs, *, accelerator, evaluate: Callable[[object], dict],
           out_dir: Path | None, hooks: Hooks | None = None, resume: str | None = None,
-          greater_is_better: bool = True, describe: str = "train", head: tuple[str, ...] = (),
-          forward: Callable | None = None) -> TrainResult:
-    """`forward(model, batch)` -> the model's output, where a batch needs more than `model(**batch)` (packed
-    rows: data/packing.py)."""
+          greater_is_better: bool = True, describe: str = "train", head: tuple[str, ...] = ()) -> TrainResult:
+    """Train on `batches` as `args` say, scoring `evaluate(model)` (validation metrics) on the way; the model ends
+    with the best weights found. `head`: the task head's modules (they may learn at their own rate)."""
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
-    hooks = hooks or Hooks()
-    acc = accelerator
-    # packed and random batches hold the same texts (a random draw); packing, done by the caller's collate, only
-    # lays them out without padding. grouped changes the draw: texts of about one length share a batch.
-    if args.batching == "grouped" and getattr(train_ds, "lengths", None) is not None:
-        # grouped by the global batch: N processes then train on the batches one process would (each its share)
-        sampler = LengthGroupedEpochSampler(train_ds.lengths, args.batch_size * acc.num_processes, args.seed,
-                                            args.group_size)
-        loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
-    else:  # Accelerate swaps the shuffle for its seedable sampler
-        loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, collate_fn=collate)
+    acc, hooks = accelerator, hooks or Hooks()
+    # -- setup: optimizer, loader and schedule. Steps are counted once, per process, on the prepared (sharded)
+    # loader; the scheduler is stepped by us, once per optimizer step, so its length is exact. Methods get the plan.
     optimizer = build_optimizer(model, args, head)
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    model, optimizer, loader = acc.prepare(model, optimizer, batches.loader(args, acc.num_processes))
     if len(loader) == 0:
         raise UserError("no training examples: the training set is empty (check the file and --max-train-samples)")
-    # Steps are counted per process after sharding; the scheduler is stepped by us, once per optimizer step,
-    # so its length is exact under any number of processes and accumulation. Methods get the same plan.
     plan = plan_steps(len(loader), args)
-    steps_per_epoch, total_steps = plan.steps_per_epoch, plan.total_steps
-    scheduler = get_scheduler("constant_with_warmup" if args.scheduler == "constant" else args.scheduler, optimizer,
-                              num_warmup_steps=plan.warmup_steps, num_training_steps=total_steps)
+    scheduler = build_scheduler(optimizer, args, plan)
     acc.register_for_checkpointing(scheduler)  # not prepared, so save_state must be told about it
     if hooks.on_train_begin:
         hooks.on_train_begin(acc.unwrap_model(model), plan)
+    start_trackers(acc, args, out_dir)
+
+    # -- state: where in the data the loop stands, and the evaluations so far; fresh, or from a checkpoint
+    at = Progress()
+    evals = EvalTracker(acc, evaluate, args, greater_is_better, out_dir, describe, hooks.on_evaluate, plan.total_steps)
+    if resume:
+        at = restore(acc, optimizer, find_checkpoint(resume, out_dir), args.batching, evals)
+
+    # -- the loop. CPU dropout at a third of torch's cost, swapped in for the loop only and out again on any exit;
+    # the bar and the trackers are closed on errors too (an open MLflow/W&B run would block the next one)
+    bar = tqdm(total=plan.total_steps, initial=at.steps, desc=describe, disable=not acc.is_local_main_process,
+               dynamic_ncols=True)
+    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"), bar, trackers.finished(acc):
+        model.train()
+        t0, losses, stop = time.perf_counter(), RunningLoss(), False
+        while at.steps < plan.total_steps and not stop:
+            for batch in epoch_batches(acc, loader, at):
+                at.batches_in_epoch += 1
+                losses.add(step(acc, model, batches.run, batch, optimizer, scheduler, args, hooks, at.steps))
+                at.samples_seen += texts_in(batch) * acc.num_processes
+                if not acc.sync_gradients:  # inside an accumulation window
+                    continue
+                at.steps += 1
+                bar.update(1)
+                logging, evaluating, saving = at.due(args, len(loader), out_dir is not None)
+                last = at.steps >= plan.total_steps
+                if logging or evaluating or saving or last:  # a non-finite loss stops the run before any of them
+                    mean_loss = check_finite(losses.mean(acc), at.steps, args, acc)
+                if logging:
+                    acc.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=at.steps)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    losses.reset()
+                stop = evaluating and evals(model, at.steps, at.epoch + at.batches_in_epoch / len(loader))
+                if saving:
+                    save_checkpoint(acc, out_dir, at, evals, args.batching)
+                if stop or last:
+                    break
+            at.next_epoch()
+        bar.close()
+        if not stop and not evals.scored(at.steps):  # the run ended between evaluations: score where it stopped
+            evals(model, at.steps, at.steps / plan.steps_per_epoch)
+    seconds = time.perf_counter() - t0 - evals.seconds
+    evals.restore_best(acc.unwrap_model(model))  # end with the best weights, not the last ones
+    set_seed(args.seed)
+    return TrainResult(at.steps, at.steps / plan.steps_per_epoch, evals.best_step, evals.best_metric, evals.best_eval,
+                       evals.history, seconds, evals.seconds, at.samples_seen, stop, plan)
+
+
+@dataclass
+class Progress:
+    """Where the loop stands in the data: what a checkpoint saves beside the weights, and a resume starts from."""
+    steps: int = 0  # optimizer steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0  # of `epoch`, trained on: resuming skips them (a finished epoch still gets evaluated)
+    samples_seen: int = 0  # texts, over all processes
+
+    def due(self, args: TrainArgs, batches_per_epoch: int, can_save: bool) -> tuple[bool, bool, bool]:
+        """After an optimizer step: whether to log the loss, evaluate, save a checkpoint."""
+        epoch_end = self.batches_in_epoch == batches_per_epoch
+        evaluating = self.steps % args.eval_every == 0 if args.eval_every else epoch_end
+        saving = bool(args.save_every) and self.steps % args.save_every == 0 and can_save
+        return self.steps % args.log_every == 0, evaluating, saving
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batches_in_epoch = self.epoch + 1, 0
+
+
+class EvalTracker:
+    """The evaluations of a run and the best of them: scores the model, logs each score (trackers, eval_log.jsonl,
+    the console), keeps the best weights in memory and counts evaluations in a row that did not beat them."""
+
+    def __init__(self, acc, evaluate, args: TrainArgs, greater_is_better: bool, out_dir: Path | None, describe: str,
+                 on_evaluate: Callable | None, total_steps: int):
+        self.acc, self.evaluate, self.args, self.greater_is_better = acc, evaluate, args, greater_is_better
+        self.out_dir, self.describe, self.on_evaluate, self.total_steps = out_dir, describe, on_evaluate, total_steps
+        self.history: list[dict] = []
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.best_eval: dict | None = None
+        self.best_state: dict | None = None  # the trainable weights (all that training can change), on the CPU
+        self.bad_evals = 0  # evaluations since the best: patience counts them
+        self.seconds = 0.0
+
+    def __call__(self, model, step: int, epoch: float) -> bool:
+        """Score `model` at `step`; True when patience has run out."""
+        t_eval = time.perf_counter()
+        model.eval()
+        metrics = self.evaluate(model)
+        model.train()
+        value = metrics.get(self.args.metric)
+        if value is None:
+            raise UserError(f"validation metric {self.args.metric!r} not computed (have: {', '.join(metrics)})")
+        record = {"step": step, "epoch": round(epoch, 4), **{k: v for k, v in metrics.items()
+                                                              if isinstance(v, (int, float))}}
+        self.history.append(record)
+        improved = self.best_metric is None or (value > self.best_metric if self.greater_is_better
+                                                else value < self.best_metric)
+        if improved:
+            self.best_metric, self.best_step, self.best_eval, self.bad_evals = value, step, metrics, 0
+            self.best_state = {n: p.detach().to("cpu", copy=True)
+                               for n, p in self.acc.unwrap_model(model).named_parameters() if p.requires_grad}
+        else:
+            self.bad_evals += 1
+        self.log(record, f"step {step} epoch {epoch:.2f}: {self.args.metric} {value:.4f}"
+                 + (" (best)" if improved else ""))
+        self.seconds += time.perf_counter() - t_eval
+        if self.on_evaluate:
+            self.on_evaluate(step, self.total_steps, metrics)
+        return self.args.patience is not None and self.bad_evals >= self.args.patience
+
+    def log(self, record: dict, line: str) -> None:
+        acc = self.acc
+        acc.log({f"eval/{k}": v for k, v in record.items() if k not in ("step", "epoch")}, step=record["step"])
+        if acc.is_main_process and self.out_dir is not None:
+            with open(self.out_dir / "eval_log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if acc.is_main_process:
+            tqdm.write(f"[{self.describe}] {line}")
+
+    def scored(self, step: int) -> bool:
+        return bool(self.history) and self.history[-1]["step"] == step
+
+    def restore_best(self, model) -> None:
+        if self.best_state is not None:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in self.best_state:
+                        p.copy_(self.best_state[n].to(p.device))
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the evaluations (the best weights go beside it: save_best)."""
+        return {"history": self.history, "best_metric": self.best_metric, "best_step": self.best_step,
+                "best_eval": self.best_eval, "bad_evals": self.bad_evals}
+
+    def save_best(self, ckpt: Path) -> None:
+        if self.best_state is not None:
+            torch.save(self.best_state, ckpt / BEST_STATE)
+
+    def load(self, state: dict, ckpt: Path) -> None:
+        self.history, self.best_metric, self.best_step = state["history"], state["best_metric"], state["best_step"]
+        self.best_eval, self.bad_evals = state["best_eval"], state["bad_evals"]
+        if (ckpt / BEST_STATE).is_file():
+            self.best_state = torch.load(ckpt / BEST_STATE, map_location="cpu")
+
+
+class RunningLoss:
+    """The training loss, summed on the device between logs: .item() only when read (no sync per step)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.total, self.n = 0.0, 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach().float()
+        self.n += 1
+
+    def mean(self, acc) -> float:
+        """The mean over all processes, so every rank decides alike."""
+        return acc.reduce(self.total.detach().clone(), "mean").item() / self.n
+
+
+def step(acc, model, run: Callable, batch, optimizer, scheduler, args: TrainArgs, hooks: Hooks, steps_done: int):
+    """One forward and backward pass (`run(model, batch)`: the model's output); at the end of an accumulation
+    window also the clipped optimizer step, the scheduler's step and the method's hook. Returns the loss."""
+    with acc.accumulate(model):
+        loss = run(model, batch).loss
+        acc.backward(loss)
+        if acc.sync_gradients and args.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()  # a no-op inside an accumulation window (Accelerate skips it)
+        if acc.sync_gradients:
+            scheduler.step()
+            if hooks.on_optimizer_step:
+                hooks.on_optimizer_step(acc.unwrap_model(model), steps_done + 1)
+        optimizer.zero_grad()
+    return loss
+
+
+def build_scheduler(optimizer, args: TrainArgs, plan: StepPlan):
+    from transformers import get_scheduler
+
+    return get_scheduler("constant_with_warmup" if args.scheduler == "constant" else args.scheduler, optimizer,
+                         num_warmup_steps=plan.warmup_steps, num_training_steps=plan.total_steps)
+
+
+def start_trackers(acc, args: TrainArgs, out_dir: Path | None) -> None:
     if trackers.log_with(args.report_to, out_dir):
         config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
         acc.init_trackers("peftbert", config=config, init_kwargs=trackers.init_kwargs(args.report_to, out_dir))
 
-    res = TrainResult(plan=plan)
-    best_state, bad_evals, start_epoch, skip_batches = None, 0, 0, 0
-    if resume:
-        ckpt = find_checkpoint(resume, out_dir)
-        wanted = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
-        mismatch = (f"{ckpt} was saved with other optimizer settings (train.lr, train.weight_decay, "
-                    "train.head_lr_ratio, train.layer_lr_decay) or by another peftbert version; resume with the run's "
-                    "own recipe.yaml, or start again with --overwrite")
-        try:
-            acc.load_state(str(ckpt))
-        except ValueError:  # torch: "loaded state dict has a different number of parameter groups", ...
-            raise CheckpointMismatch(mismatch) from None
-        # the checkpoint's learning rates and decay would silently win over the ones asked for now
-        if [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups] != wanted:
-            raise CheckpointMismatch(mismatch)
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        # the skipped batches of a half-done epoch are counted in the checkpoint's batch order
-        # (checkpoints from before packing existed hold no batching: theirs was grouped or random)
-        ran = state.get("batching")
-        if ran != args.batching and not (ran is None and args.batching != "packed"):
-            raise CheckpointMismatch(f"{ckpt} was trained with {ran or 'grouped or random'} batches, not "
-                                     f"{args.batching}; resume with the run's own recipe.yaml (--recipe) or the "
-                                     "matching --batching")
-        res.steps, res.history, res.samples_seen = state["step"], state["history"], state["samples_seen"]
-        res.best_metric, res.best_step, res.best_eval = state["best_metric"], state["best_step"], state["best_eval"]
-        bad_evals, start_epoch, skip_batches = state["bad_evals"], state["epoch"], state["batches_in_epoch"]
-        if (ckpt / "best_state.pt").is_file():
-            best_state = torch.load(ckpt / "best_state.pt", map_location="cpu")
-        acc.print(f"resumed from {ckpt} at step {res.steps}")
 
-    def do_eval(epoch_float):
-        nonlocal best_state, bad_evals
-        t_eval = time.perf_counter()
-        model.eval()
-        metrics = evaluate(model)
-        model.train()
-        value = metrics.get(args.metric)
-        if value is None:
-            raise UserError(f"validation metric {args.metric!r} not computed (have: {', '.join(metrics)})")
-        record = {"step": res.steps, "epoch": round(epoch_float, 4), **{k: v for k, v in metrics.items()
-                                                                       if isinstance(v, (int, float))}}
-        res.history.append(record)
-        improved = res.best_metric is None or (value > res.best_metric if greater_is_better else value < res.best_metric)
-        if improved:
-            res.best_metric, res.best_step, res.best_eval, bad_evals = value, res.steps, metrics, 0
-            # keep the best weights in memory (trainable ones: all that training can change)
-            best_state = {n: p.detach().to("cpu", copy=True) for n, p in acc.unwrap_model(model).named_parameters()
-                          if p.requires_grad}
-        else:
-            bad_evals += 1
-        acc.log({f"eval/{k}": v for k, v in record.items() if k not in ("step", "epoch")}, step=res.steps)
-        if acc.is_main_process and out_dir is not None:
-            with open(out_dir / "eval_log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if acc.is_main_process:
-            tqdm.write(f"[{describe}] step {res.steps} epoch {epoch_float:.2f}: {args.metric} {value:.4f}"
-                       + (" (best)" if improved else ""))
-        res.eval_seconds += time.perf_counter() - t_eval
-        if hooks.on_evaluate:
-            hooks.on_evaluate(res.steps, total_steps, metrics)
-        return args.patience is not None and bad_evals >= args.patience
-
-    bar = tqdm(total=total_steps, initial=res.steps, desc=describe, disable=not acc.is_local_main_process,
-               dynamic_ncols=True)
-    # CPU dropout at a third of torch's cost, swapped in for the loop only, and out again on any exit
-    # the bar and the trackers are closed on errors too (an open MLflow/W&B run would block the next one)
-    with cpu_fast_dropout(acc.unwrap_model(model), enabled=acc.device.type == "cpu"), bar, trackers.finished(acc):
-        model.train()
-        t0, running, n_loss, done = time.perf_counter(), 0.0, 0, res.steps >= total_steps
-        epoch = start_epoch
-        while not done:
-            loader.set_epoch(epoch)
-            epoch_loader = resumed_batches(acc, loader, skip_batches) if skip_batches else loader
-            batch_idx = skip_batches
-            skip_batches = 0
-            for batch in epoch_loader:
-                batch_idx += 1
-                with acc.accumulate(model):
-                    loss = (forward(model, batch) if forward else model(**batch)).loss
-                    acc.backward(loss)
-                    if acc.sync_gradients and args.max_grad_norm > 0:
-                        acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()  # a no-op inside an accumulation window (Accelerate skips it)
-                    if acc.sync_gradients:
-                        scheduler.step()
-                        if hooks.on_optimizer_step:
-                            hooks.on_optimizer_step(acc.unwrap_model(model), res.steps + 1)
-                    optimizer.zero_grad()
-                running += loss.detach().float()  # summed on the device: .item() only when logged (no sync per step)
-                n_loss += 1
-                texts = len(batch["first_token"] if "first_token" in batch else batch["input_ids"])  # packed: not rows
-                res.samples_seen += texts * acc.num_processes
-                if not acc.sync_gradients:
-                    continue
-                res.steps += 1
-                bar.update(1)
-                epoch_float = epoch + batch_idx / len(loader)
-                epoch_end = batch_idx == len(loader)
-                evaluating = (res.steps % args.eval_every == 0) if args.eval_every else epoch_end
-                saving = args.save_every and res.steps % args.save_every == 0 and out_dir is not None
-                if res.steps % args.log_every == 0 or evaluating or saving or res.steps >= total_steps:
-                    # a non-finite loss stops the run before it is logged, evaluated or saved (checkpoints stay
-                    # good); the mean over all processes, so every rank decides alike
-                    mean_loss = acc.reduce(running.detach().clone(), "mean").item() / n_loss
-                    check_finite(mean_loss, res.steps, args, acc)
-                if res.steps % args.log_every == 0:
-                    acc.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=res.steps)
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    running, n_loss = 0.0, 0
-                stop = do_eval(epoch_float) if evaluating else False
-                if saving:
-                    # (epoch, batches done): resuming skips them; a finished epoch still gets its evaluation
-                    save_checkpoint(acc, out_dir, res, bad_evals, epoch, batch_idx, best_state, args.batching)
-                if stop or res.steps >= total_steps:
-                    res.stopped_early, done = stop, True
-                    break
-            epoch += 1
-        bar.close()
-        if not res.stopped_early and (not res.history or res.history[-1]["step"] != res.steps):
-            do_eval(res.steps / steps_per_epoch)  # the run ended between evaluations: score where it stopped
-    res.train_seconds = time.perf_counter() - t0 - res.eval_seconds
-    res.epochs_run = res.steps / steps_per_epoch
-    if best_state is not None:  # end with the best weights, not the last ones
-        unwrapped = acc.unwrap_model(model)
-        with torch.no_grad():
-            for n, p in unwrapped.named_parameters():
-                if n in best_state:
-                    p.copy_(best_state[n].to(p.device))
-    set_seed(args.seed)
-    return res
+def restore(acc, optimizer, ckpt: Path, batching: str, evals: EvalTracker) -> Progress:
+    """Resume from `ckpt`: model, optimizer, scheduler and RNGs (Accelerate's load_state), then the loop's own
+    state. A checkpoint trained with other settings is refused: its own would silently win."""
+    wanted = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
+    mismatch = (f"{ckpt} was saved with other optimizer settings (train.lr, train.weight_decay, "
+                "train.head_lr_ratio, train.layer_lr_decay) or by another peftbert version; resume with the run's "
+                "own recipe.yaml, or start again with --overwrite")
+    try:
+        acc.load_state(str(ckpt))
+    except ValueError:  # torch: "loaded state dict has a different number of parameter groups", ...
+        raise CheckpointMismatch(mismatch) from None
+    if [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups] != wanted:
+        raise CheckpointMismatch(mismatch)
+    state = json.loads((ckpt / TRAINER_STATE).read_text())
+    check_resumed_batching(state.get("batching"), batching, ckpt)
+    evals.load(state, ckpt)
+    acc.print(f"resumed from {ckpt} at step {state['step']}")
+    return Progress(state["step"], state["epoch"], state["batches_in_epoch"], state["samples_seen"])
 
 
-def check_finite(mean_loss: float, step: int, args: TrainArgs, acc) -> None:
+def check_finite(mean_loss: float, step: int, args: TrainArgs, acc) -> float:
     if math.isfinite(mean_loss):
-        return
+        return mean_loss
     why = f"the learning rate ({args.lr:g}) is likely too high"
     if acc.mixed_precision != "no":
         why += f", or {acc.mixed_precision} overflowed (try --precision no)"
     # (resuming would replay the same steps, with the checkpoint's learning rate and precision, into the same NaN)
     raise TrainingDiverged(f"the training loss became {mean_loss} by step {step}: {why}; stopped without saving "
                     "(earlier checkpoints are intact); start again with --overwrite")
+
+
+def epoch_batches(acc, loader, at: Progress):
+    """The batches of epoch `at.epoch` the run has not trained on yet."""
+    loader.set_epoch(at.epoch)
+    return resumed_batches(acc, loader, at.batches_in_epoch) if at.batches_in_epoch else loader
 
 
 def resumed_batches(acc, loader, skip: int):
@@ -376,15 +447,14 @@ def resumed_batches(acc, loader, skip: int):
         yield from it
 
 
-def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch: int, batches_in_epoch: int,
-                    best_state, batching: str):
+def save_checkpoint(acc, out_dir: Path, at: Progress, evals: EvalTracker, batching: str):
     """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last
     and atomically: a checkpoint without trainer_state.json is incomplete and never resumed from. A failed
     write (a full disk) removes the partial checkpoint and stops the run; the previous one stays as it was."""
     from .runinfo import WRITE_ERRORS, io_reason, write_text
 
-    acc.project_configuration.iteration = res.steps  # the checkpoint is named after its step
-    ckpt = out_dir / CKPT_DIR / f"checkpoint_{res.steps}"
+    acc.project_configuration.iteration = at.steps  # the checkpoint is named after its step
+    ckpt = out_dir / CKPT_DIR / f"checkpoint_{at.steps}"
     if acc.is_main_process and ckpt.exists():  # left half-written by a crash before a resume: redo it
         shutil.rmtree(ckpt)
     acc.wait_for_everyone()
@@ -392,13 +462,11 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
     try:
         acc.save_state()
         if acc.is_main_process:
-            state = {"step": res.steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "history": res.history,
-                     "samples_seen": res.samples_seen, "best_metric": res.best_metric, "best_step": res.best_step,
-                     "best_eval": res.best_eval, "bad_evals": bad_evals, "precision": acc.mixed_precision,
+            state = {"step": at.steps, "epoch": at.epoch, "batches_in_epoch": at.batches_in_epoch,
+                     "samples_seen": at.samples_seen, **evals.state(), "precision": acc.mixed_precision,
                      "batching": batching}
-            if best_state is not None:
-                torch.save(best_state, ckpt / "best_state.pt")
-            write_text(ckpt / "trainer_state.json", json.dumps(state))
+            evals.save_best(ckpt)
+            write_text(ckpt / TRAINER_STATE, json.dumps(state))
     except WRITE_ERRORS as e:
         error = io_reason(e)
     # every process learns whether any write failed, so all stop together instead of waiting at a barrier
@@ -416,7 +484,7 @@ def save_checkpoint(acc, out_dir: Path, res: TrainResult, bad_evals: int, epoch:
 
 def complete_checkpoints(out_dir: Path) -> list[Path]:
     """Checkpoints with their trainer_state.json (written last), oldest first."""
-    found = [p for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / "trainer_state.json").is_file()]
+    found = [p for p in (out_dir / CKPT_DIR).glob("checkpoint_*") if (p / TRAINER_STATE).is_file()]
     return sorted(found, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
 
 
@@ -424,11 +492,13 @@ def find_checkpoint(resume: str, out_dir: Path | None) -> Path:
     """`--resume` = a checkpoint directory, or `latest` (the newest under OUTPUT/checkpoints)."""
     if resume != "latest":
         p = Path(resume)
-        if not (p / "trainer_state.json").is_file():
+        if not (p / TRAINER_STATE).is_file():
             raise UserError(f"{p} is not a peftbert checkpoint (no trainer_state.json); pass --resume latest "
                             "or a directory under OUTPUT/checkpoints")
+        artifacts.checkpoint(p)  # every file whole, or one line naming the damaged one
         return p
     found = complete_checkpoints(out_dir) if out_dir else []
     if not found:
         raise UserError(f"no checkpoint to resume under {out_dir}/{CKPT_DIR}; run with --save-every N first")
+    artifacts.checkpoint(found[-1], earlier=found[-2] if len(found) > 1 else None)
     return found[-1]

@@ -248,7 +248,6 @@ def env(tmp_path_factory):
     return build_artefacts(tmp_path_factory.mktemp("artefacts"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: damaged artefacts end in tracebacks (classes below)")
 @pytest.mark.parametrize("kind, command", PAIRS, ids=[f"{k}:{c}" for k, c in PAIRS])
 def test_damaged_artefact(env, kind, command, tmp_path):
     failures, rows = [], 0
@@ -281,41 +280,31 @@ def damaged_copy(env: Env, kind: str, rel: str, damage: str, tmp_path: Path) -> 
     return art
 
 
-DAMAGED_ARTEFACTS = pytest.mark.xfail(strict=True, reason="issue 26, class 1: a damaged file in a run, export, "
-                                      "checkpoint or study ends in a library's traceback")
-
-
-@DAMAGED_ARTEFACTS
 def test_cut_adapter_config_is_named(env, tmp_path):
     art = damaged_copy(env, "run-lora", "adapter_config.json", "truncated", tmp_path)
     assert_one_line(*invoke(["predict", art, "--text", "profit"]), "adapter_config.json", "not valid JSON")
 
 
-@DAMAGED_ARTEFACTS
 def test_missing_adapter_config_is_never_a_hub_lookup(env, tmp_path):
     art = damaged_copy(env, "run-adapter", "adapter_config.json", "deleted", tmp_path)
     assert_one_line(*invoke(["predict", art, "--text", "profit"]), "adapter_config.json", "missing")
 
 
-@DAMAGED_ARTEFACTS
 def test_missing_adapter_weights_are_never_a_hub_lookup(env, tmp_path):
     art = damaged_copy(env, "run-lora", "adapter_model.safetensors", "deleted", tmp_path)
     assert_one_line(*invoke(["export", art, "--output", tmp_path / "x"]), "adapter_model.safetensors", "missing")
 
 
-@DAMAGED_ARTEFACTS
 def test_cut_onnx_graph_is_named(env, tmp_path):
     art = damaged_copy(env, "export-onnx", "model.onnx", "truncated", tmp_path)
     assert_one_line(*invoke(["predict", art, "--text", "profit"]), "model.onnx", "export the run again")
 
 
-@DAMAGED_ARTEFACTS
 def test_study_that_is_not_a_database_is_named(env, tmp_path):
     art = damaged_copy(env, "study", "study.db", "random", tmp_path)
     assert_one_line(*invoke(search_args(env, art)), "study.db", "--overwrite")
 
 
-@DAMAGED_ARTEFACTS
 def test_empty_optimizer_state_is_named_on_resume(env, tmp_path):
     art = damaged_copy(env, "interrupted", "checkpoints/checkpoint_3/optimizer.bin", "empty", tmp_path)
     assert_one_line(*invoke([*resume_args(env, art), "--resume", "latest"]), "optimizer.bin", "--overwrite")
