@@ -9,15 +9,15 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from .config import SELECTION_METRICS, RunConfig, build_config, save_recipe
+from .commands.base import Run
+from .config import SELECTION_METRICS, RunConfig, build_config
 from .data.encode import EncodedTask
-from .data.packing import PackedCollator, packed_forward, packing_problem
+from .data.packing import classifier_batches
 from .data.tasks import load_task
 from .methods import Context, get_method, method_configs
 from .metrics import classification_metrics, headline
 from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
-from .runinfo import main_process_log, peak_memory, prepare_output, save_run, versions
-from .train import Hooks, checkpoint_precision, find_checkpoint, make_accelerator, precision_note, train
+from .train import Hooks
 
 
 def tune_config(recipe: str | None = None, values: dict | None = None, budget: str | None = None) -> RunConfig:
@@ -63,85 +63,75 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     without the test set (`score_test=False`: selection sees validation only) and without weights."""
     method = get_method(cfg.method)
     task, model_path, tokenizer = preflight(cfg)  # before --overwrite removes an earlier run
-    out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
-    prepare_output(out, overwrite, resume)
-    if resume:
-        resume = str(find_checkpoint(resume, out))  # fail now, not after the model is loaded
-
-    acc = make_accelerator(cfg.train, out, cpu=cpu, precision=checkpoint_precision(resume))
-    log = main_process_log(acc, log)
+    run = Run(cfg, Path(cfg.output) if cfg.output else default_output(cfg, task.name), overwrite=overwrite,
+              resume=resume, cpu=cpu, log=log)
     for note in task.notes:
-        log(f"note: {note}")
-    log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
-        f"{0 if task.test is None else len(task.test)} test, labels {task.label_names}")
+        run.log(f"note: {note}")
+    run.log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
+            f"{0 if task.test is None else len(task.test)} test, labels {task.label_names}")
 
+    # the model: a classifier for the task's labels, then the method
     model = load_classifier(model_path, task.id2label)
+    if cfg.train.head_init == "probe":
+        from .probe import probe_head
+        fit = probe_head(model, tokenizer, task.train, cfg.data.max_length, cfg.train.seed)
+        run.log(f"head: a logistic regression on the frozen features ({fit:.3f} of the training rows right)")
     arch = arch_of(model.config)
     head = head_modules(model, arch)
     model = method.apply(model, cfg.method_args, Context(arch, num_labels=len(task.label_names), head=head))
     params = count_params(model, head)
-    log(f"method {cfg.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
-        f"({params['trainable_percent']:.3f}%), precision {precision_note(acc, cfg.train.precision)}")
+    run.log(f"method {cfg.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
+            f"({params['trainable_percent']:.3f}%), precision {run.precision}")
 
-    collate = DataCollatorWithPadding(tokenizer)
-    train_collate, forward = collate, None
-    if cfg.train.batching == "packed":
-        problem = packing_problem(model)
-        if problem:  # the same random batches, padded
-            log(f"note: random batches, padded, not packed: {problem}; --batching grouped is faster, with "
-                "texts of one length per batch")
-        else:
-            train_collate = PackedCollator.for_model(model, tokenizer.pad_token_id)
-            forward = packed_forward(model)
-
-    def eval_loader(frame):
-        return acc.prepare(DataLoader(EncodedTask(frame, tokenizer, cfg.data.max_length, by_length=True),
-                                      batch_size=cfg.train.eval_batch_size, collate_fn=collate))
-
-    def evaluate(m, loader=eval_loader(task.validation)):
-        return predict_metrics(acc, m, loader, task.label_names)
-
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a resume writes it once the checkpoint has accepted these settings (train checks them)
-            save_recipe(cfg, out / "recipe.yaml")
+    # train, scoring validation on the way
+    batches = classifier_batches(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), tokenizer,
+                                 cfg.train.batching, run.log)
+    score = Scorer(run.acc, tokenizer, cfg, task.label_names)
+    validation = score.loader(task.validation)
+    run.write_recipe()
     hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
                   functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
-    result = train(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), train_collate, cfg.train,
-                   accelerator=acc, evaluate=evaluate, out_dir=out, hooks=hooks, resume=resume,
-                   greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method, head=head,
-                   forward=forward)
-    if resume and acc.is_main_process:
-        save_recipe(cfg, out / "recipe.yaml")
+    result = run.train(model, batches, evaluate=lambda m: score(m, validation), hooks=hooks, head=head,
+                       greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method)
 
     # The final scores in fp32, without the loop's autocast: the saved model is served in fp32 (predict, export,
     # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).
-    model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+    model = run.acc.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
-    validation = evaluate(model)
-    has_test = score_test and task.test is not None and len(task.test)
-    test = evaluate(model, eval_loader(task.test)) if has_test else None
+    scores = {"validation": score(model, validation), "test": None}
+    if score_test and task.test is not None and len(task.test):
+        scores["test"] = score(model, score.loader(task.test))
     metrics = {
         "method": cfg.method, "model": cfg.model, "model_path": model_path, "task": task.name,
         "task_source": task.source, "seed": cfg.train.seed, "label_names": task.label_names,
-        **params, "kept_params": params["trainable_params"], "validation": validation, "test": test,
-        "best_step": result.best_step, "steps": result.steps, "epochs": round(result.epochs_run, 3),
-        "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 2),
-        "eval_seconds": round(result.eval_seconds, 2),
+        **params, "kept_params": params["trainable_params"], **scores, **run.loop_metrics([result]),
         "train_samples_per_second": round(result.samples_seen / max(result.train_seconds, 1e-9), 2),
-        "precision": acc.mixed_precision, "precision_choice": precision_note(acc, cfg.train.precision),
-        "num_processes": acc.num_processes, "device": str(acc.device),
-        **peak_memory(), "versions": versions(),
+        **run.machine_metrics(),
     }
     if method.summary:
         metrics.update(method.summary(model))
     # PeftModel -> adapter_config.json + adapter_model.safetensors (head included); full -> a checkpoint
-    save_run(acc, out, model, tokenizer, metrics, weights=save_weights)
-    log(f"validation: {headline(validation)}")
-    if test:
-        log(f"test:       {headline(test)}")
-    log(f"wrote {out}")
+    run.save(model, tokenizer, metrics, weights=save_weights)
+    run.log(f"validation: {headline(scores['validation'])}")
+    if scores["test"]:
+        run.log(f"test:       {headline(scores['test'])}")
+    run.log(f"wrote {run.out}")
     return metrics
+
+
+class Scorer:
+    """Classification metrics of a model on a frame of the task, gathered over all processes."""
+
+    def __init__(self, acc, tokenizer, cfg: RunConfig, label_names: list[str]):
+        self.acc, self.tokenizer, self.cfg, self.label_names = acc, tokenizer, cfg, label_names
+        self.collate = DataCollatorWithPadding(tokenizer)
+
+    def loader(self, frame):
+        return self.acc.prepare(DataLoader(EncodedTask(frame, self.tokenizer, self.cfg.data.max_length, by_length=True),
+                                           batch_size=self.cfg.train.eval_batch_size, collate_fn=self.collate))
+
+    def __call__(self, model, loader) -> dict:
+        return predict_metrics(self.acc, model, loader, self.label_names)
 
 
 @torch.no_grad()

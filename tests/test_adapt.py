@@ -11,7 +11,8 @@ from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, BertConf
 from typer.testing import CliRunner
 
 from conftest import FILLER, NEG, POS, needs_data
-from peftbert.adaptation import head_names, load_mlm, run_adapt, set_trainable
+from peftbert.adaptation import run_adapt
+from peftbert.masked_lm import head_names, load_mlm, set_trainable
 from peftbert.cli import friendly
 from peftbert.cli_adapt import adapt
 from peftbert.config import build_adapt_config
@@ -161,7 +162,7 @@ def test_resume_mid_epoch_continues_exactly(tiny_bert, corpus, tmp_path, monkeyp
 def test_predicted_only_head_gives_the_models_own_loss(tiny_bert):
     from transformers import AutoTokenizer
 
-    from peftbert.adaptation import PredictedOnly
+    from peftbert.masked_lm import PredictedOnly
     from peftbert.data.mlm import Blocks, MLMCollator, tokenize_documents
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     blocks = Blocks(tokenize_documents([["the company said a record quarter"] * 9], tok), tok, 16)

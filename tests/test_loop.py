@@ -34,12 +34,12 @@ def test_resume_continues_exactly(tiny_bert, toy_files, tmp_path, monkeypatch, b
         kw["hooks"] = train_mod.Hooks(on_optimizer_step=crash_at_15)
         return real_train(*a, **kw)
 
-    monkeypatch.setattr("peftbert.tuning.train", train_with_crash)
+    monkeypatch.setattr("peftbert.train.train", train_with_crash)
     cfg = make_config(tiny_bert, toy_files, "full", tmp_path / "resumed", sets)
     with pytest.raises(KeyboardInterrupt):
         run_tune(cfg, log=lambda *a: None)
     assert not (tmp_path / "resumed" / "metrics.json").exists()
-    monkeypatch.setattr("peftbert.tuning.train", real_train)
+    monkeypatch.setattr("peftbert.train.train", real_train)
     run_tune(cfg, resume="latest", log=lambda *a: None)
 
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
@@ -97,7 +97,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_ber
         kw["hooks"] = train_mod.Hooks(on_optimizer_step=poison_at_5)
         return real_train(*a, **kw)
 
-    monkeypatch.setattr("peftbert.tuning.train", train_with_poison)
+    monkeypatch.setattr("peftbert.train.train", train_with_poison)
     out = tmp_path / "r"
     cfg = make_config(tiny_bert, toy_files, "full", out, ["train.epochs=3", "train.save_every=4", "train.log_every=3"])
     with pytest.raises(UserError, match=r"loss became nan by step 6: the learning rate .* too high.*--overwrite"):

@@ -24,6 +24,7 @@ import contextlib
 import torch
 
 from ..models import transformers_model
+from .batching import TrainBatches
 
 # Rows of at least this many tokens (a longer text widens its row). Attention inside a row costs its length
 # squared: full fine-tuning steps on 32 tweets took the same time with rows of 32, 64 or the batch's longest
@@ -135,3 +136,17 @@ def packed_forward(model):
         with first_tokens_only(encoder, batch.pop("first_token")):
             return model(**batch)
     return forward
+
+
+def classifier_batches(model, dataset, tokenizer, batching: str, log) -> TrainBatches:
+    """A classifier's training batches: packed rows where `batching` asks for them and the model can read them;
+    otherwise padded (with a note when packing was asked for: the same random batches, padded)."""
+    from transformers import DataCollatorWithPadding
+
+    if batching == "packed":
+        problem = packing_problem(model)
+        if not problem:
+            return TrainBatches(dataset, PackedCollator.for_model(model, tokenizer.pad_token_id), packed_forward(model))
+        log(f"note: random batches, padded, not packed: {problem}; --batching grouped is faster, with texts of one "
+            "length per batch")
+    return TrainBatches(dataset, DataCollatorWithPadding(tokenizer))
