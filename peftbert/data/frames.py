@@ -1,4 +1,5 @@
-"""Task frames: the columns every source is normalised to, label names and ids, column checks.
+"""A task's three states: resolved (TaskSpec: which files, columns and labels), read (Tables), and checked
+(TaskData), with the checks between the last two (build_task).
 
 Every labelled source (named task, user files, hub dataset) ends as a `TaskData`: train/validation/test
 frames with columns `text`, optional `text_pair`, and integer `label`, plus label names in id order.
@@ -7,10 +8,40 @@ frames with columns `text`, optional `text_pair`, and integer `label`, plus labe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from ..errors import UserError
+
+SPLITS = ("train", "validation", "test")
+TEXT_COLUMNS = ("text", "sentence", "sentence1", "content")  # tried in order where no text column is named
+LABEL_COLUMNS = ("label", "labels", "target", "class")
+
+
+@dataclass
+class TaskSpec:
+    """A task resolved from the data arguments, before anything is read (tasks.resolve_task)."""
+    name: str
+    source: str  # where it comes from, for metrics.json
+    files: dict[str, tuple[Path, str]] = field(default_factory=dict)  # split -> (file, its name in messages)
+    hub: str | None = None  # a hub dataset id, read with `datasets` instead of files
+    read_options: dict = field(default_factory=dict)  # readers.read_table's glue_tsv, header, names
+    text: str | None = None  # None: the first of TEXT_COLUMNS in the training file
+    pair: str | None = None
+    label: str | None = None  # None: the first of LABEL_COLUMNS
+    label_names: list[str] | None = None  # in id order; None: the hub dataset's, else inferred from training labels
+    # where a carved validation split may only hold texts of every `train` file and of no `test` file (FOMC)
+    pool_files: dict[str, list[Path]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tables:
+    """A task's tables as read, before any check (readers.read_tables)."""
+    splits: dict[str, pd.DataFrame]  # train, and validation/test where the task has them
+    class_names: dict[str, list[str]] = field(default_factory=dict)  # column -> names (a hub dataset's features)
+    validation_pool: set[str] | None = None  # texts a carved validation split may be drawn from (pool_files)
 
 
 @dataclass
@@ -22,7 +53,7 @@ class TaskData:
     test: pd.DataFrame | None
     source: str
     notes: list[str] = field(default_factory=list)
-    # texts a carved validation split may be drawn from (None: any training row); see tasks._named_task
+    # texts a carved validation split may be drawn from (None: any training row); see TaskSpec.pool_files
     validation_pool: set[str] | None = None
 
     @property
@@ -32,6 +63,25 @@ class TaskData:
     @property
     def is_pair(self) -> bool:
         return "text_pair" in self.train.columns
+
+
+def build_task(spec: TaskSpec, tables: Tables) -> TaskData:
+    """The checks, in one place: text and label columns picked and present, no blank text, every label known
+    (names or ids, mapped to ids in name order), at least two classes to train on."""
+    train, where = tables.splits["train"], {split: name for split, (_, name) in spec.files.items()}
+    where = {split: where.get(split, f"{spec.name}:{split}") for split in tables.splits}
+    text = pick_column(train, spec.text, TEXT_COLUMNS, "text", where["train"])
+    label = pick_column(train, spec.label, LABEL_COLUMNS, "label", where["train"])
+    check_columns(train, text, spec.pair, label, where["train"])
+    names = list(spec.label_names or tables.class_names.get(label) or infer_label_names(train[label]))
+    frames = {"train": to_frame(train, text, spec.pair, label, names, where["train"])}
+    check_classes(frames["train"]["label"], names, where["train"])  # before other splits' labels are looked up
+    for split, df in tables.splits.items():
+        if split == "train" or spec.hub and (pd.to_numeric(df[label], errors="coerce") < 0).all():
+            continue  # (a hub dataset's GLUE-style hidden test labels: -1)
+        frames[split] = to_frame(df, text, spec.pair, label, names, where[split])
+    return TaskData(spec.name, names, frames["train"], frames.get("validation"), frames.get("test"), spec.source,
+                    notes=list(spec.notes), validation_pool=tables.validation_pool)
 
 
 def pick_column(df, given, candidates, what, where):

@@ -1,4 +1,5 @@
-"""Read tabular files (CSV/TSV/JSONL/Parquet, optionally .gz) into DataFrames with clear errors."""
+"""Read tabular files (CSV/TSV/JSONL/Parquet, optionally .gz) into DataFrames with clear errors; a task's tables
+in one call (read_tables)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,25 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from .frames import TaskSpec, Tables
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def read_tables(spec: TaskSpec) -> Tables:
+    """Every split of a resolved task, as read: its files, or its hub dataset (data/hub.py)."""
+    if spec.hub:
+        from .hub import read_hub
+
+        splits, class_names = read_hub(spec.hub)
+        return Tables(splits, class_names)
+    splits = {split: read_table(path, **spec.read_options) for split, (path, _) in spec.files.items()}
+    pool = None
+    if spec.pool_files:
+        texts = {part: [set(read_table(p, **spec.read_options)[spec.text]) for p in paths]
+                 for part, paths in spec.pool_files.items()}
+        pool = set.intersection(*texts["train"]) - set.union(*texts["test"])
+    return Tables(splits, validation_pool=pool)
 
 
 def read_table(path: str | Path, *, glue_tsv: bool = False, header: bool = True, names=None) -> pd.DataFrame:

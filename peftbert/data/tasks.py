@@ -1,7 +1,8 @@
 """Labelled classification tasks: named tasks in the data directory, user files, hub datasets.
 
-Every source ends as a `TaskData`: train/validation/test frames with columns
-`text`, optional `text_pair`, and integer `label`, plus label names in id order.
+Loading is one pass (load_task): resolve the arguments to a TaskSpec (here), read its tables (readers.py),
+check them into a TaskData (frames.py: train/validation/test frames with columns `text`, optional
+`text_pair`, and integer `label`, plus label names in id order), split (here).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 
 from ..config import DataArgs
 from ..errors import UserError
-from .frames import TaskData, check_classes, check_columns, infer_label_names, pick_column, to_frame
-from .readers import read_table
+from .frames import TaskData, TaskSpec, build_task
+from .readers import read_tables
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 DEFAULT_TASK = "twitter-fin-sentiment"  # the finance domain's default task
@@ -63,21 +64,32 @@ def data_dir(args: DataArgs) -> Path | None:
 
 
 def load_task(args: DataArgs, seed: int) -> TaskData:
-    """Resolve the data arguments to a TaskData (with a seeded validation split when none is given)."""
+    """The data arguments as a TaskData, in one pass: resolve (which files, columns, labels), read, check,
+    split (a seeded validation split where none is given; the low-label subsample; the caps)."""
+    spec = resolve_task(args)
+    task = build_task(spec, read_tables(spec))
+    return split_task(task, args, seed)
+
+
+def resolve_task(args: DataArgs) -> TaskSpec:
+    """What to read for these data arguments; no file is opened (only the data directory looked into)."""
     if args.train_file:
-        task = _from_files(args)
-    elif args.task is None:
-        task = _default_task(args)
-    elif args.task == "finance-sample":
-        task = _sample_task()
-    elif _canonical(args.task).split("@")[0] in NAMED_TASKS:
-        task = _named_task(args)
-    elif "/" in args.task and not Path(args.task).exists():
-        from .hub import load_hub_task
-        task = load_hub_task(args)
-    else:
-        raise UserError(f"unknown task {args.task!r}; use one of {', '.join(list_tasks())}, a hub dataset id, "
-                        "or --train-file")
+        return _file_spec(args)
+    if args.task is None:
+        return _default_spec(args)
+    if args.task == "finance-sample":
+        return _sample_spec()
+    if _canonical(args.task).split("@")[0] in NAMED_TASKS:
+        return _named_spec(args)
+    if "/" in args.task and not Path(args.task).exists():
+        return TaskSpec(args.task, f"hub:{args.task}", hub=args.task, text=args.text_column,
+                        pair=args.text_pair_column, label=args.label_column, label_names=args.label_names)
+    raise UserError(f"unknown task {args.task!r}; use one of {', '.join(list_tasks())}, a hub dataset id, "
+                    "or --train-file")
+
+
+def split_task(task: TaskData, args: DataArgs, seed: int) -> TaskData:
+    """Validation carved from train where the task has none (or the low-label subsample), then the caps."""
     if args.train_per_class:
         from .fewshot import subsample
         task = subsample(task, args.train_per_class, seed)
@@ -109,29 +121,28 @@ def _head(df, n, seed=0):
     return df.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
-def _default_task(args: DataArgs) -> TaskData:
+def _default_spec(args: DataArgs) -> TaskSpec:
     d = data_dir(args)
-    spec = NAMED_TASKS[DEFAULT_TASK]
-    if d is not None and (d / spec.subdir / spec.train).is_file():
-        return _named_task(DataArgs(**{**args.__dict__, "task": DEFAULT_TASK}))
-    task = _sample_task()
-    task.notes.append("no data directory found (set PEFTBERT_DATA_DIR or --data-dir): "
+    named = NAMED_TASKS[DEFAULT_TASK]
+    if d is not None and (d / named.subdir / named.train).is_file():
+        return _named_spec(DataArgs(**{**args.__dict__, "task": DEFAULT_TASK}))
+    spec = _sample_spec()
+    spec.notes.append("no data directory found (set PEFTBERT_DATA_DIR or --data-dir): "
                       "using the small finance-sentiment sample shipped with peftbert")
-    return task
+    return spec
 
 
-def _sample_task() -> TaskData:
-    train = read_table(SAMPLE_DIR / "finance_sentiment_train.csv")
-    test = read_table(SAMPLE_DIR / "finance_sentiment_test.csv")
-    names = ["bearish", "bullish", "neutral"]
-    return TaskData("finance-sample", names, to_frame(train, "text", None, "label", names, "sample train"),
-                    None, to_frame(test, "text", None, "label", names, "sample test"), str(SAMPLE_DIR))
+def _sample_spec() -> TaskSpec:
+    files = {"train": (SAMPLE_DIR / "finance_sentiment_train.csv", "sample train"),
+             "test": (SAMPLE_DIR / "finance_sentiment_test.csv", "sample test")}
+    return TaskSpec("finance-sample", str(SAMPLE_DIR), files, text="text", label="label",
+                    label_names=["bearish", "bullish", "neutral"])
 
 
-def _named_task(args: DataArgs) -> TaskData:
+def _named_spec(args: DataArgs) -> TaskSpec:
     name = _canonical(args.task)
     base, _, split = name.partition("@")
-    spec = NAMED_TASKS[base]
+    named = NAMED_TASKS[base]
     d = data_dir(args)
     if d is None:
         raise UserError(f"task {base!r} reads the data directory: set PEFTBERT_DATA_DIR or pass --data-dir")
@@ -142,36 +153,27 @@ def _named_task(args: DataArgs) -> TaskData:
         name = f"{base}@{split}"
     elif split:
         raise UserError(f"task {base!r} has no '@split' variants")
-    root = d / spec.subdir
-
-    def read(fname, split=split):
-        return read_table(root / fname.format(split=split), glue_tsv=spec.glue, header=spec.header,
-                          names=list(spec.columns) if spec.columns else None)
-
-    frames = [to_frame(read(f), spec.text, spec.pair, spec.label, list(spec.labels), f) if f else None
-              for f in (spec.train, spec.validation, spec.test)]
-    task = TaskData(name, list(spec.labels), frames[0], frames[1], frames[2], str(root))
+    root = d / named.subdir
+    files = {part: (root / f.format(split=split), f)
+             for part, f in zip(("train", "validation", "test"), (named.train, named.validation, named.test)) if f}
+    pool = None
     if base == "fomc-hawkish-dovish":
         # The three published splits share one pool of sentences, so one split's training rows are another's
         # test rows. Validation comes only from sentences in every split's train set: choosing anything on
         # validation (a checkpoint, a recipe across splits) then never sees a test sentence of any split.
-        texts = {part: [set(read(part, s)[spec.text]) for s in FOMC_SPLITS] for part in (spec.train, spec.test)}
-        task.validation_pool = set.intersection(*texts[spec.train]) - set.union(*texts[spec.test])
-    return task
+        pool = {part: [root / f.format(split=s) for s in FOMC_SPLITS]
+                for part, f in (("train", named.train), ("test", named.test))}
+    options = {"glue_tsv": named.glue, "header": named.header, "names": list(named.columns) if named.columns else None}
+    return TaskSpec(name, str(root), files, read_options=options, text=named.text, pair=named.pair,
+                    label=named.label, label_names=list(named.labels), pool_files=pool)
 
 
-def _from_files(args: DataArgs) -> TaskData:
-    train = read_table(args.train_file)
-    text = pick_column(train, args.text_column, ("text", "sentence", "sentence1", "content"), "text", args.train_file)
-    label = pick_column(train, args.label_column, ("label", "labels", "target", "class"), "label", args.train_file)
-    pair = args.text_pair_column
-    check_columns(train, text, pair, label, args.train_file)
-    names = list(args.label_names) if args.label_names else infer_label_names(train[label])
-    frames = [to_frame(train, text, pair, label, names, args.train_file)]
-    check_classes(frames[0]["label"], names, args.train_file)
-    for f in (args.validation_file, args.test_file):
-        frames.append(to_frame(read_table(f), text, pair, label, names, f) if f else None)
-    return TaskData(Path(args.train_file).stem, names, *frames, source=str(Path(args.train_file).resolve()))
+def _file_spec(args: DataArgs) -> TaskSpec:
+    given = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
+    return TaskSpec(Path(args.train_file).stem, str(Path(args.train_file).resolve()),
+                    {part: (Path(f), f) for part, f in given.items() if f}, text=args.text_column,
+                    pair=args.text_pair_column, label=args.label_column,
+                    label_names=list(args.label_names) if args.label_names else None)
 
 
 def stratified_split(df: pd.DataFrame, fraction: float, seed: int, pool: set[str] | None = None):
