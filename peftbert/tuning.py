@@ -72,10 +72,6 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
 
     # the model: a classifier for the task's labels, then the method
     model = load_classifier(model_path, task.id2label)
-    if cfg.train.head_init == "probe":
-        from .probe import probe_head
-        fit = probe_head(model, tokenizer, task.train, cfg.data.max_length, cfg.train.seed)
-        run.log(f"head: a logistic regression on the frozen features ({fit:.3f} of the training rows right)")
     arch = arch_of(model.config)
     head = head_modules(model, arch)
     model = method.apply(model, cfg.method_args, Context(arch, num_labels=len(task.label_names), head=head))
