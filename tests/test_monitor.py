@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import toy_rows
+from conftest import data_dir, needs_data, toy_rows
 from helpers import make_config
 from peftbert.cli import app
 from peftbert.monitor import aggregate, bootstrap_band, period_start
@@ -173,3 +173,43 @@ def test_report_opens_in_headless_chromium(run_dir, tmp_path):
     assert pixels.std() > 10  # not blank
     c0 = np.array([0x1F, 0x77, 0xB4])  # matplotlib's default first line colour, nowhere in the page's CSS
     assert (np.abs(pixels - c0).sum(-1) < 30).sum() > 50
+
+
+def fomc_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fomc_minutes", Path(__file__).parents[1] / "tools" / "fomc_minutes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fomc_next_meeting_phrases():
+    from datetime import date
+
+    f = fomc_tool()
+    said = "It was agreed that the next meeting of the Committee would be held on {}."
+    cases = [("Tuesday, March 26, 1996", date(1996, 3, 26)),
+             ("Tuesday- Wednesday, January 27-28, 2004", date(2004, 1, 28)),
+             ("Tuesday\u2013Wednesday, January 31\u2013February 1, 2023", date(2023, 2, 1)),
+             ("Tuesday\u2013Wednesday, September 15\u2013\u200d16, 2020", date(2020, 9, 16)),
+             ("Tuesday-Wednesday, July 29-30", date(2014, 7, 30))]  # no year: the one after the last meeting
+    for phrase, want in cases:
+        assert f.next_meeting(said.format(phrase), last=date(2014, 6, 18)) == want, phrase
+    assert f.next_meeting("At the next FOMC meeting, confirmed for January 30-31, 2007, the ...", None) == \
+        date(2007, 1, 31)
+    assert f.next_meeting("The next meeting of the Committee was postponed.", None) is None
+
+
+@needs_data
+def test_fomc_minutes_first_meetings_get_their_dates():
+    """The first eight documents are the 1996 meetings, on the days the Fed's calendar gives (the last day of
+    a two-day meeting)."""
+    f = fomc_tool()
+    docs = f.documents(data_dir() / "finance-corpus" / "fomc_minutes_1996_2024.txt.gz")[:8]
+    dated, notes = f.dated_documents(docs)
+    assert not notes and [d.isoformat() for d, _, _ in dated] == [
+        "1996-01-31", "1996-03-26", "1996-05-21", "1996-07-03", "1996-08-20", "1996-09-24", "1996-11-13",
+        "1996-12-17"]
+    first = f.sentences(dated[0][2])
+    assert len(first) > 50 and all(len(s.split()) >= f.MIN_WORDS for s in first)
