@@ -19,6 +19,7 @@ from .config import RunConfig, deep_merge, parse_set, yaml_load
 from .errors import CheckpointMismatch, UserError
 from .methods import METHODS, sizable
 from .methods.budget import parse_budget
+from .runinfo import check_writable
 
 EXAMPLES = {"models": "minilm,runs/adapt-finance", "methods": "lora,adapter,adalora", "seeds": "1,2,3"}
 # set per cell by the grid: a --set of these would silently make every cell the same
@@ -83,6 +84,7 @@ def plan(models: list[str], methods: list[str], seeds: list[int], *, recipe: str
     if budget is not None:
         parse_budget(budget)  # checked even when no method here has a size
     check_output(out)
+    check_writable(out)  # before the first cell trains, not at its first write
     labels = [model_label(m) for m in models]
     if "" in labels or len(set(labels)) != len(labels):
         raise UserError(f"--models {','.join(models)}: the run names would be {', '.join(map(repr, labels))}; "

@@ -23,7 +23,7 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
     from peft import PeftModel
 
     from .predict import load_run
-    from .runinfo import WRITE_ERRORS, io_reason
+    from .runinfo import WRITE_ERRORS, check_writable, io_reason, write_advice
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {'|'.join(FORMATS)}, got {fmt!r}")
@@ -37,6 +37,7 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
         if not overwrite or not (out / "export_info.json").is_file():
             raise UserError(f"{out} exists and is not an empty directory; choose another --output"
                             + ("" if overwrite else " (or --overwrite an earlier export)"))
+    check_writable(out)  # before the run is loaded and exported, not at the first write
     model, tokenizer, info = load_run(Path(run_dir), merge=True)
     if isinstance(model, PeftModel) and fmt == "hf":
         raise UserError(f"{info['method']} runs cannot be merged into plain weights (their modules are not linear "
@@ -60,8 +61,8 @@ def run_export(run_dir, output: str, fmt: str = "hf", overwrite: bool = False, i
              "max_length": info.get("max_length"), "data": info.get("data") or {}, **extra}, indent=2) + "\n")
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, WRITE_ERRORS):  # a full disk: one line, and no half export left behind
-            raise UserError(f"could not write {out}: {io_reason(e)}; free disk space and export again") from None
+        if isinstance(e, WRITE_ERRORS):  # a full disk, a lost permission: one line, no half export left behind
+            raise UserError(f"could not write {out}: {io_reason(e)}; {write_advice(e)} and export again") from None
         raise
     if out.exists():
         shutil.rmtree(out)

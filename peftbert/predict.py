@@ -240,6 +240,10 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
         raise UserError(f"--output must end in .jsonl or .csv, got {output}")
     if batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {batch_size}")
+    if output:  # a directory that can be written in, before the model is loaded
+        from .runinfo import check_writable
+
+        check_writable(Path(output), file=True)
     if output and not Path(output).resolve().parent.is_dir():
         raise UserError(f"--output {output}: its directory does not exist (create it first)")
     if file:

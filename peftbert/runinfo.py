@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import resource
 import shutil
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
@@ -35,12 +37,39 @@ def peak_memory() -> dict:
             "peak_memory_kind": "cpu_rss"}
 
 
+def check_writable(out: Path, flag: str = "--output", file: bool = False) -> None:
+    """Before the work starts: `out` (`file`: its directory), or its first existing parent, is a directory this
+    process can write in. Probed by creating and removing a file, since permission bits say nothing for root,
+    nor on read-only or immutable mounts: an hour's run must not end in PermissionError at its first write."""
+    p = Path(out).absolute().parent if file else Path(out).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        where = "exists and" if p == Path(out).absolute() else f"is below {p}, which"
+        raise UserError(f"{flag} {out} {where} is a file, not a directory; choose another {flag}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".peftbert-write-probe-", dir=p)
+    except OSError as e:
+        raise UserError(f"{flag} {out}: {p} is not writable ({io_reason(e)}); choose another {flag} or make "
+                        "the directory writable") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def write_advice(e: Exception) -> str:
+    """What to do about a failed write: free space for a full disk, fix permissions for the rest."""
+    if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "make the directory writable (or choose another --output)"
+    return "free disk space"
+
+
 def prepare_output(out: Path, overwrite: bool, resume: str | None) -> None:
     """Refuse to mix runs: an existing run directory needs --overwrite (or --resume to continue it)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a directory; choose another --output")
+    check_writable(out)
     if resume or not out.exists():
         return
-    if not out.is_dir():
-        raise UserError(f"output {out} exists and is not a directory; choose another --output")
     entries = list(out.iterdir())
     if not entries:
         return
@@ -95,5 +124,5 @@ def save_run(acc, out: Path, model, tokenizer, metrics: dict, extra=None, weight
                 extra(out)
             write_json(out / "metrics.json", metrics)
         except WRITE_ERRORS as e:  # a full disk: no metrics.json, so the directory does not pass for a finished run
-            raise UserError(f"could not write the run to {out}: {io_reason(e)}; free disk space and run the "
+            raise UserError(f"could not write the run to {out}: {io_reason(e)}; {write_advice(e)} and run the "
                             "same command with --resume latest (or --overwrite)") from None

@@ -26,7 +26,7 @@ from . import artifacts
 from .config import SELECTION_METRICS, RunConfig, deep_merge, renamed
 from .errors import TrainingDiverged, UserError
 from .methods import get_method
-from .runinfo import write_text
+from .runinfo import check_writable, write_text
 
 STUDY = "peftbert"  # one study per output directory
 REPORTS = ("trials.csv", "trials.md", "best.yaml")
@@ -227,6 +227,7 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     metric = base.train.metric
     out = Path(output)
     check_search_dir(out)
+    check_writable(out)  # before the first trial trains, not at the study's first write
     if not overwrite:  # a study to continue: its database whole, or one line before any trial
         artifacts.study(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -343,18 +343,12 @@ def read_only_dir(tmp_path):
     chattr("-i", d)
 
 
-UNWRITABLE = pytest.mark.xfail(strict=True, reason="issue 26, class 2: an unwritable output ends in a "
-                               "PermissionError or NotADirectoryError traceback, after the work")
-
-
-@UNWRITABLE
 @pytest.mark.parametrize("command", WRITERS)
 def test_output_in_a_read_only_directory(env, command, read_only_dir):
     out = read_only_dir / "out"
     assert_one_line(*invoke(WRITERS[command](env, out)), str(read_only_dir), "not writable")
 
 
-@UNWRITABLE
 @pytest.mark.parametrize("command", WRITERS)
 def test_output_below_a_file(env, command, tmp_path):
     afile = tmp_path / "a-file"
@@ -363,7 +357,6 @@ def test_output_below_a_file(env, command, tmp_path):
     assert afile.read_text() == "not a directory\n"
 
 
-@UNWRITABLE
 def test_export_permission_message_does_not_advise_disk_space(env, read_only_dir):
     code, output, escaped = invoke(WRITERS["export"](env, read_only_dir / "out"))
     assert_one_line(code, output, escaped)
