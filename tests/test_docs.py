@@ -44,6 +44,13 @@ def unnamed_modules(architecture: str, paths: list[Path]) -> list[str]:
     return missing
 
 
+def named_files_missing(architecture: str, root: Path) -> list[str]:
+    """File names the architecture map mentions (`name.py`) that no folder of the repository holds."""
+    here = {p.name for folder in ("peftbert", "tools", "tests", "benchmarks", "experiments")
+            for p in (root / folder).rglob("*.py")}
+    return sorted({n for n in re.findall(r"[\w.]+\.py\b", architecture) if n not in here})
+
+
 def links(text: str) -> list[str]:
     """Link targets that point inside the repository (no web addresses, no in-page anchors)."""
     found = (m.group(1) for m in LINK.finditer(text))
@@ -81,6 +88,11 @@ def test_architecture_map_names_every_module():
     assert not missing, f"README's Architecture section does not name: {missing}"
 
 
+def test_architecture_map_names_only_files_that_exist():
+    missing = named_files_missing(section(README.read_text(), "Architecture"), ROOT)
+    assert not missing, f"README's Architecture section names files that do not exist: {missing}"
+
+
 def test_every_docs_page_is_linked_once_from_the_readme():
     pages = doc_pages()
     assert pages, "docs/ has no pages"
@@ -111,6 +123,7 @@ def test_checks_catch_broken_input(tmp_path):
         "newmodule.py", "data/newreader.py"]
     assert unnamed_modules("onnx_export.py", [Path("export.py")]) == ["export.py"]  # no substring matches
     assert unnamed_modules("methods/ ... lora.py", [Path("data/lora.py")]) == ["data/lora.py"]
+    assert named_files_missing(architecture + "\n  gone.py  a module since removed", ROOT) == ["gone.py"]
 
     pages = doc_pages()
     counts = docs_link_counts(readme + f"\nsee [again]({pages[0].relative_to(ROOT)})\n", pages)
