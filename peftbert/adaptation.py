@@ -51,6 +51,19 @@ def collect_sources(cfg: AdaptConfig):
     return sources
 
 
+def decontaminate_sources(cfg: AdaptConfig, sources) -> dict:
+    """Drop text repeating the validation/test text of --task and of adapt.decontaminate's tasks (in place)."""
+    from .data.decontaminate import decontaminate, held_out_texts
+
+    tasks = list(dict.fromkeys(([cfg.task] if cfg.task else []) + list(cfg.adapt.decontaminate or [])))
+    texts = set().union(*(held_out_texts(t, cfg.data_dir, cfg.train.seed) for t in tasks)) if tasks else set()
+    dropped = decontaminate(sources, texts)
+    empty = [s.path for s in sources if not s.documents]
+    if empty:
+        raise UserError(f"corpus source {empty[0]} holds only the tasks' validation/test text; drop it")
+    return {"tasks": tasks, **dropped.as_dict()}
+
+
 # ---------------------------------------------------------------- model
 def apply_lora(model, cfg: AdaptConfig):
     """The registry's LoRA on the bare encoder (no task head); the MLM head trains fully, in place, not as a
@@ -132,6 +145,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
     sources = collect_sources(cfg)
+    cleaned = decontaminate_sources(cfg, sources)
     torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"
     model, new_head = load_mlm(model_path, nsp=a.nsp)
     limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
@@ -146,6 +160,9 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         st = s.stats()
         run.log(f"source {s.name}: {st['documents']:,} documents ({st['heldout_documents']} held out), "
                 f"{st['lines']:,} lines")
+    if cleaned["tasks"]:
+        run.log(f"decontaminated against {', '.join(cleaned['tasks'])}' validation/test text: dropped "
+                f"{cleaned['dropped_lines']} lines and {cleaned['dropped_sentences']} sentences")
     unit = "segment pairs" if a.nsp else "blocks"
     run.log(f"train: {len(train_blocks):,} {unit} of {a.block_size} ({train_blocks.n_tokens:,} tokens); held out: "
             f"{len(heldout_blocks):,} {unit} ({heldout_blocks.n_tokens:,} tokens)")
@@ -192,7 +209,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     pooler = carried_pooler(model, model_path)
     metrics = {
         "model": cfg.model, "model_path": model_path, "method": a.method, "domain": cfg.domain, "task": cfg.task,
-        "sources": [s.stats() for s in sources], "head_initialised": new_head,
+        "sources": [s.stats() for s in sources], "decontaminated": cleaned, "head_initialised": new_head,
         "head_warmup_steps": a.head_warmup_steps, "block_size": a.block_size, "mlm_probability": a.mlm_probability,
         "whole_word_mask": a.whole_word_mask, "nsp": a.nsp, "seed": t.seed,
         "train_blocks": len(train_blocks), "train_tokens": train_blocks.n_tokens,

@@ -38,6 +38,7 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 SELECTION_METRICS = {"macro_f1": True, "accuracy": True, "mcc": True}  # tune: metrics.classification_metrics
 MLM_METRICS = {"loss": False, "perplexity": False, "accuracy": True}  # adapt: adapt.mlm_metrics
 SCHEDULERS = ("linear", "cosine", "constant")
+HEAD_INITS = ("random", "probe")  # probe: tuning.probe_head (linear probing, then fine-tuning: LP-FT)
 BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say what each does
 
 
@@ -45,6 +46,10 @@ BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say w
 class TrainArgs:
     epochs: float = field(default=3.0, metadata={"help": "passes over the training set"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    min_steps: int | None = field(default=None, metadata={
+        "help": "train at least this many optimizer steps, adding epochs on small sets (max_steps wins)"})
+    head_init: str = field(default="random", metadata={
+        "help": "random | probe: start the task head from a logistic regression on the frozen features"})
     batch_size: int = field(default=32, metadata={"help": "examples per device per forward pass"})
     eval_batch_size: int = field(default=128, metadata={"help": "examples per device when evaluating"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
@@ -74,7 +79,8 @@ class TrainArgs:
     def __post_init__(self):
         check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every", "group_size")
         check_positive(self, "lr", "epochs", "head_lr_ratio")
-        check_positive_or_none(self, "max_steps", "eval_every", "patience", "save_every")
+        check_positive_or_none(self, "max_steps", "min_steps", "eval_every", "patience", "save_every")
+        check_choice(self, "head_init", HEAD_INITS)
         if not 0 < self.layer_lr_decay <= 1:
             raise UserError(f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay} (1 turns it off)")
         if not 0 <= self.warmup_ratio < 1:
@@ -126,12 +132,14 @@ class RunConfig:
     method: str = field(default="lora", metadata={"help": "fine-tuning method (see `peftbert methods`)"})
     output: str | None = field(default=None, metadata={
         "help": "run directory (default runs/<task>-<method>-<model>-s<seed>)"})
+    pooling: str = field(default="cls", metadata={
+        "help": "what the head reads: cls (BERT's pooler on [CLS]) | mean (token states averaged, as MiniLM was trained)"})
     train: TrainArgs = field(default_factory=TrainArgs)
     data: DataArgs = field(default_factory=DataArgs)
     method_args: Any = None  # the method's own config dataclass, filled by build_config
 
     def to_dict(self) -> dict:
-        d = {"model": self.model, "method": self.method, "output": self.output,
+        d = {"model": self.model, "method": self.method, "output": self.output, "pooling": self.pooling,
              "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
         d[self.method] = dataclasses.asdict(self.method_args) if self.method_args is not None else {}
         return d
@@ -285,7 +293,7 @@ def default_recipe() -> Path:
     return RECIPES_DIR / "tune" / "default.yaml"
 
 
-RUN_KEYS = ("model", "method", "output", "task")
+RUN_KEYS = ("model", "method", "output", "task", "pooling")
 
 
 def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConfig:
@@ -315,10 +323,20 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
         model=str(merged.get("model") or "minilm"),
         method=method,
         output=merged.get("output"),
+        pooling=_pooling(merged.get("pooling", "cls")),
         train=train,
         data=build_dataclass(DataArgs, data, "data"),
         method_args=build_dataclass(method_configs[method], merged.get(method), method),
     )
+
+
+POOLINGS = ("cls", "mean")  # models.use_pooling says what each reads
+
+
+def _pooling(value) -> str:
+    if value not in POOLINGS:
+        raise UserError(f"pooling must be one of {'|'.join(POOLINGS)}, got {value!r}")
+    return value
 
 
 def _task_into_data(layer: dict) -> dict:
@@ -353,6 +371,8 @@ class AdaptArgs:
     head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
     head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
     nsp: bool = field(default=False, metadata={"help": "add BERT's next-sentence objective on segment pairs"})
+    decontaminate: list[str] | None = field(default=None, metadata={
+        "help": "drop corpus text repeating these tasks' validation/test text (--task's is always dropped)"})
 
     def __post_init__(self):
         check_choice(self, "method", ("full", "lora"))
