@@ -247,8 +247,11 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     if output and not Path(output).resolve().parent.is_dir():
         raise UserError(f"--output {output}: its directory does not exist (create it first)")
     if file:
-        from .data.readers import check_file
+        from .data.readers import check_file, check_header
         check_file(Path(file), "--file")
+        name = Path(file).name.lower().removesuffix(".gz")
+        if name.endswith((".csv", ".tsv")):  # the delimiter, the columns, rows under the header: before the model
+            check_header(Path(file), "\t" if name.endswith(".tsv") else ",")
     t_start = time.perf_counter()
     # a few --text lines would not repay an export's one-off cost: they use a cached one, or PyTorch
     model, tokenizer, info, used = load_engine(run_dir, engine, build=bool(file) or engine == "onnx", log=log)

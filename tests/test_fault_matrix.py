@@ -364,10 +364,6 @@ def test_export_permission_message_does_not_advise_disk_space(env, read_only_dir
 
 
 # ---------------------------------------------------------------- columns that are not what they claim
-COLUMNS = pytest.mark.xfail(strict=True, reason="issue 26, classes 3-4: a header-only file, continuous labels, "
-                            "duplicated columns, letterless texts and a TSV named .csv are not named as such")
-
-
 def toy_with(tmp_path: Path, name: str, **columns) -> Path:
     """The toy training rows with columns replaced or added; written as CSV (or TSV for a .tsv name)."""
     df = toy_rows(60, 7)
@@ -383,7 +379,6 @@ def tune_on(env: Env, train: Path, tmp_path: Path):
                    "--output", tmp_path / "out"])
 
 
-@COLUMNS
 def test_header_only_file_for_predict_is_refused_before_the_model_loads(env, tmp_path, monkeypatch):
     import peftbert.predict
 
@@ -396,14 +391,12 @@ def test_header_only_file_for_predict_is_refused_before_the_model_loads(env, tmp
                     "header-only.csv has no rows")
 
 
-@COLUMNS
 def test_continuous_labels_are_refused(env, tmp_path):
     rng = random.Random(0)
     train = toy_with(tmp_path, "scores.csv", label=[round(rng.random(), 2) for _ in range(60)])
     assert_one_line(*tune_on(env, train, tmp_path), "scores.csv", "classifier", "bin")
 
 
-@COLUMNS
 def test_duplicated_column_names_are_refused(env, tmp_path):
     path = tmp_path / "twice.csv"
     df = toy_rows(60, 7)
@@ -413,14 +406,12 @@ def test_duplicated_column_names_are_refused(env, tmp_path):
     assert_one_line(*tune_on(env, path, tmp_path), "twice.csv", "'label'", "twice")
 
 
-@COLUMNS
 def test_text_column_without_letters_is_refused(env, tmp_path):
     rng = random.Random(0)
     train = toy_with(tmp_path, "numbers.csv", text=[f"{rng.randint(0, 9999)} {rng.random():.3f}" for _ in range(60)])
     assert_one_line(*tune_on(env, train, tmp_path), "numbers.csv", "no letters", "--text-column")
 
 
-@COLUMNS
 def test_tab_separated_file_named_csv_is_named_as_such(env, tmp_path):
     train = toy_with(tmp_path, "tabs.tab.csv", text=[f"{t}, and more" for t in toy_rows(60, 7)["text"]])
     assert_one_line(*tune_on(env, train, tmp_path), "tabs.tab.csv", "tab-separated", ".tsv")

@@ -107,6 +107,8 @@ def to_frame(df, text, pair, label, names, where) -> pd.DataFrame:
     check_columns(df, text, pair, label, where)
     for col in (text, pair) if pair is not None else (text,):
         check_text(df[col], col, where)
+    check_letters(df[text], text, where)  # the first text only: a pair's second text may be a figure
+    check_discrete(df[label], label, where)
     out = pd.DataFrame({"text": df[text].astype(str)})
     if pair is not None:
         out["text_pair"] = df[pair].astype(str)
@@ -129,6 +131,33 @@ def check_text(values: pd.Series, col, where) -> None:
         more = f" and {len(rows) - 1} more row(s)" if len(rows) > 1 else ""
         raise UserError(f"text is blank in {where} row {rows[0] + 1}{more} (column {col!r}); fill in or remove "
                         "those rows")
+
+
+def check_letters(values: pd.Series, col, where) -> None:
+    """A text column with no letter in any row (any script) is refused: it is an id, a score or a date column
+    picked by mistake, and a model would train on it without a word. Some rows of numbers among texts are
+    legitimate ("+3.5%" as a headline), so a column with letters somewhere passes, unwarned."""
+    if len(values) and not values.astype(str).str.contains(r"[^\W\d_]", regex=True).any():
+        raise UserError(f"text column {col!r} of {where} has no letters in any row (e.g. "
+                        f"{str(values.iloc[0])[:30]!r}): it looks like an id or a number column; pass --text-column "
+                        "with the column of texts")
+
+
+MAX_NUMERIC_CLASSES = 10  # more distinct non-integer numbers than this are scores, not class names
+
+
+def check_discrete(values: pd.Series, col, where) -> None:
+    """A classifier's labels are names or a few numbers: many distinct non-integers (0.00-0.99) are scores,
+    which would train a classifier of as many classes, score ~0 and exit 0."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.isna().any():
+        return
+    distinct = numbers.unique()
+    if len(distinct) > MAX_NUMERIC_CLASSES and (distinct != distinct.round()).any():
+        examples = ", ".join(f"{v:g}" for v in distinct[:3])
+        raise UserError(f"label column {col!r} of {where} holds {len(distinct)} distinct numbers ({examples}, ...): "
+                        "scores, not classes; peftbert trains a classifier: bin the scores into classes (e.g. "
+                        "negative/neutral/positive) or name the labels")
 
 
 def check_classes(labels, names: list[str], where) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,8 @@ def read_table(path: str | Path, *, glue_tsv: bool = False, header: bool = True,
             sep = "\t" if kind == ".tsv" else ","
             # GLUE TSVs contain stray quotes: read them with quoting disabled, as GLUE's own loaders do.
             quoting = csv.QUOTE_NONE if glue_tsv else csv.QUOTE_MINIMAL
+            if header:
+                check_header(p, sep, quoting)
             df = pd.read_csv(p, sep=sep, quoting=quoting, encoding="utf-8-sig", keep_default_na=False,
                              header=0 if header else None, names=names, dtype=str if glue_tsv else None,
                              on_bad_lines="error")
@@ -54,6 +57,34 @@ def read_table(path: str | Path, *, glue_tsv: bool = False, header: bool = True,
     if len(df) == 0:
         raise UserError(f"{p} has no rows")
     return df
+
+
+def check_header(p: Path, sep: str, quoting: int = csv.QUOTE_MINIMAL) -> None:
+    """What pandas takes silently or reports obscurely, named from a CSV/TSV's first lines: the other delimiter
+    (a TSV named .csv: pandas reports a missing column or "Expected 1 fields"), a column name given twice
+    (pandas renames the second 'x.1' and the first is used), a header with no rows (nothing to load a model for).
+    There is no delimiter option: the file's suffix says which it is."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    try:
+        with opener(p, "rt", encoding="utf-8-sig", newline="") as f:
+            records = [r for r in itertools.islice(csv.reader(f, delimiter=sep, quoting=quoting), 64) if r][:2]
+    except UnicodeDecodeError:  # in its first lines: said now (predict: before the model loads)
+        raise not_utf8(p) from None
+    except (csv.Error, OSError, EOFError):
+        return  # pandas reads it next and reports these in its own line
+    if not records:
+        return
+    header = records[0]
+    other, name, suffix = (("\t", "tab", ".tsv") if sep == "," else (",", "comma", ".csv"))
+    if len(header) == 1 and other in header[0]:
+        raise UserError(f"{p} looks {name}-separated (its header is {header[0][:60]!r}): rename it to "
+                        f"{p.stem}{suffix}, since the suffix decides how a file is read")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise UserError(f"{p}: column {twice[0]!r} appears twice in the header; rename one (pandas would rename "
+                        f"the second {twice[0]}.1 and silently use the first)")
+    if len(records) < 2:
+        raise UserError(f"{p} has no rows (a header only)")
 
 
 def check_file(p: Path, flag: str, suffixes: tuple[str, ...] = ()) -> None:
