@@ -71,7 +71,11 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
             f"{0 if task.test is None else len(task.test)} test, labels {task.label_names}")
 
     # the model: a classifier for the task's labels, then the method
-    model = load_classifier(model_path, task.id2label)
+    model = load_classifier(model_path, task.id2label, cfg.pooling)
+    if cfg.train.head_init == "probe":
+        from .probe import probe_head
+        fit = probe_head(model, tokenizer, task.train, cfg.data.max_length, cfg.train.seed)
+        run.log(f"head: a logistic regression on the frozen features ({fit:.3f} of the training rows right)")
     arch = arch_of(model.config)
     head = head_modules(model, arch)
     model = method.apply(model, cfg.method_args, Context(arch, num_labels=len(task.label_names), head=head))
@@ -99,7 +103,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
         scores["test"] = score(model, score.loader(task.test))
     metrics = {
         "method": cfg.method, "model": cfg.model, "model_path": model_path, "task": task.name,
-        "task_source": task.source, "seed": cfg.train.seed, "label_names": task.label_names,
+        "task_source": task.source, "pooling": cfg.pooling, "seed": cfg.train.seed, "label_names": task.label_names,
         **params, "kept_params": params["trainable_params"], **scores, **run.loop_metrics([result]),
         "train_samples_per_second": round(result.samples_seen / max(result.train_seconds, 1e-9), 2),
         **run.machine_metrics(),

@@ -41,6 +41,8 @@ def packing_problem(model) -> str | None:
             and model.active_peft_config.is_prompt_learning:
         return "prompt methods prepend virtual tokens to every row, so rows cannot be shared"
     top = transformers_model(model)
+    if getattr(getattr(top, "config", None), "peftbert_pooling", "cls") != "cls":
+        return "mean pooling reads every token of a text, and packed rows keep only the first"
     model_type = getattr(getattr(top, "config", None), "model_type", None)
     if model_type not in POSITION_START:
         return f"packing knows {', '.join(sorted(POSITION_START))} models, not {model_type}"

@@ -1,0 +1,62 @@
+"""`train.head_init: probe`: start the task head from a linear probe, then fine-tune (LP-FT, Kumar et al. 2022).
+
+A fresh head is random, and with a few dozen labelled rows its first gradients pull the encoder's features
+towards whatever the random head needs ("feature distortion"). Fitting the head first, as a logistic regression
+on the frozen model's features, starts fine-tuning from a head that already separates the classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data.encode import EncodedTask
+
+
+def output_layer(model, num_labels: int) -> torch.nn.Linear:
+    """The head's last linear layer: BERT's `classifier`, RoBERTa's and ELECTRA's `classifier.out_proj`."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    if not layers:
+        raise RuntimeError("no linear layer with one output per label: cannot probe this head")
+    return layers[-1]
+
+
+@torch.no_grad()
+def head_features(model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int = 64) -> np.ndarray:
+    """What the output layer reads for each row of `frame`, in eval mode (no dropout)."""
+    from transformers import DataCollatorWithPadding
+
+    layer = output_layer(model, model.config.num_labels)
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].float()))
+    collate = DataCollatorWithPadding(tokenizer)
+    data = EncodedTask(frame, tokenizer, max_length)
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(data), batch_size):
+            batch = collate([data[j] for j in range(i, min(i + batch_size, len(data)))])
+            model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(seen).numpy()
+
+
+def probe_head(model, tokenizer, frame: pd.DataFrame, max_length: int, seed: int) -> float:
+    """Set the output layer to a logistic regression fitted on the frozen features; its training accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = head_features(model, tokenizer, frame, max_length), frame["label"].to_numpy()
+    fit = LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
+    layer = output_layer(model, model.config.num_labels)
+    weight, bias = np.zeros((model.config.num_labels, x.shape[1])), np.zeros(model.config.num_labels)
+    if len(fit.classes_) == 2:  # sklearn's binary fit has one row, the logit of its second class over the first
+        weight[fit.classes_[1]], bias[fit.classes_[1]] = fit.coef_[0], fit.intercept_[0]
+    else:
+        weight[fit.classes_], bias[fit.classes_] = fit.coef_, fit.intercept_
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    return float(fit.score(x, y))

@@ -1,0 +1,75 @@
+"""The low-label levers: a minimum step budget, mean pooling (kept across save/load), a linear-probe head."""
+
+import pytest
+import torch
+
+from helpers import make_config
+from peftbert.config import TrainArgs
+from peftbert.data.tasks import load_task
+from peftbert.errors import UserError
+from peftbert.models import load_classifier, load_tokenizer
+from peftbert.predict import load_run
+from peftbert.probe import head_features, probe_head
+from peftbert.train import plan_steps
+from peftbert.tuning import run_tune
+
+
+def quiet(*a, **k):
+    pass
+
+
+def test_min_steps_adds_epochs_on_small_sets_and_max_steps_wins():
+    assert plan_steps(3, TrainArgs(epochs=5)).total_steps == 15
+    assert plan_steps(3, TrainArgs(epochs=5, min_steps=200)).total_steps == 200
+    assert plan_steps(300, TrainArgs(epochs=5, min_steps=200)).total_steps == 1500  # a large set: no change
+    assert plan_steps(3, TrainArgs(epochs=5, min_steps=200, max_steps=7)).total_steps == 7
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_mean_pooling_trains_saves_and_reloads(tiny_bert, toy_files, tmp_path, method):
+    cfg = make_config(tiny_bert, toy_files, method, tmp_path / "run", ["pooling=mean", "train.batching=packed"])
+    m = run_tune(cfg, log=quiet)
+    assert m["pooling"] == "mean"
+    model, tokenizer, _ = load_run(tmp_path / "run")
+    assert model.config.peftbert_pooling == "mean"
+    batch = tokenizer(["good gain", "bad loss on the market"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mean_logits = model(**batch).logits
+        for h in model.base_model.modules():  # the same weights read through [CLS] instead answer otherwise
+            h._forward_hooks.clear()
+        assert not torch.allclose(mean_logits, model(**batch).logits)
+
+
+def test_mean_pooling_ignores_padding(tiny_bert):
+    model = load_classifier(str(tiny_bert), {0: "negative", 1: "positive"}, "mean").eval()
+    tok = load_tokenizer(str(tiny_bert))
+    alone = tok(["good gain"], return_tensors="pt")
+    padded = tok(["good gain", "bad loss on the market today"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**alone).logits[0], model(**padded).logits[0], atol=1e-5)
+
+
+def test_pooling_mean_refuses_models_without_a_bert_head(tiny_bert, tmp_path):
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    path = tmp_path / "distil"
+    DistilBertForMaskedLM(DistilBertConfig(vocab_size=40, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(path)
+    with pytest.raises(UserError, match="use --pooling cls"):
+        load_classifier(str(path), {0: "negative", 1: "positive"}, "mean")
+
+
+def test_probe_head_fits_the_frozen_features(tiny_bert, toy_files):
+    cfg = make_config(tiny_bert, toy_files, "full")
+    task = load_task(cfg.data, 0)
+    model = load_classifier(str(tiny_bert), task.id2label, "mean")
+    tok = load_tokenizer(str(tiny_bert))
+    fit = probe_head(model, tok, task.train, 16, seed=0)
+    x = torch.as_tensor(head_features(model, tok, task.train, 16))
+    preds = (x @ model.classifier.weight.T + model.classifier.bias).argmax(-1)
+    assert fit == pytest.approx((preds.numpy() == task.train["label"].to_numpy()).mean())
+    assert fit > 0.6  # the toy task's keywords separate the classes even through a random tiny encoder
+
+
+def test_bad_pooling_is_a_user_error(tiny_bert, toy_files):
+    with pytest.raises(UserError, match="pooling must be one of cls|mean"):
+        make_config(tiny_bert, toy_files, "full", sets=["pooling=max"])
