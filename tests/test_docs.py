@@ -51,6 +51,18 @@ def named_files_missing(architecture: str, root: Path) -> list[str]:
     return sorted({n for n in re.findall(r"[\w.]+\.py\b", architecture) if n not in here})
 
 
+# Paths the docs name on purpose although the repository has no such file: the README's example of a new method,
+# and where a wheel carries recipes/.
+NOT_IN_REPO = {"peftbert/methods/vera.py", "recipes/methods/vera.yaml", "peftbert/recipes"}
+REPO_PATH = re.compile(r"`((?:peftbert|benchmarks|tests|tools|recipes|experiments|docs)/[^`\s<>*{}]*)`")
+
+
+def missing_paths(text: str, root: Path) -> list[str]:
+    """Repository paths in `code spans` (no placeholders) that do not exist: a file moved, the docs did not."""
+    named = (m.rstrip(".,:;") for m in REPO_PATH.findall(text))
+    return [p for p in named if p not in NOT_IN_REPO and not (root / p).exists()]
+
+
 def links(text: str) -> list[str]:
     """Link targets that point inside the repository (no web addresses, no in-page anchors)."""
     found = (m.group(1) for m in LINK.finditer(text))
@@ -105,6 +117,11 @@ def test_links_point_at_files_that_exist():
     assert not dead, f"links to paths that do not exist: {dead}"
 
 
+def test_paths_named_in_code_spans_exist():
+    missing = {str(p.relative_to(ROOT)): m for p in [README, *doc_pages()] if (m := missing_paths(p.read_text(), ROOT))}
+    assert not missing, f"paths named in the docs that do not exist: {missing}"
+
+
 def test_no_typed_in_measurements():
     """Numbers measured by a run live in generated blocks or experiments/, not in hand-written prose."""
     typed = {str(p.relative_to(ROOT)): t for p in [README, *doc_pages()] if (t := typed_measurements(p.read_text()))}
@@ -132,6 +149,9 @@ def test_checks_catch_broken_input(tmp_path):
 
     assert dead_links(README, "[gone](docs/no-such-page.md) [web](https://x.org) [here](#use)") == [
         "docs/no-such-page.md"]
+
+    assert missing_paths("`benchmarks/gone.py` `recipes/methods/<method>.yaml` `peftbert/train.py`", ROOT) == [
+        "benchmarks/gone.py"]
 
     assert typed_measurements("test macro-F1 0.8335, 2.3% faster, 0.80 ± 0.01") == ["0.8335", "2.3%", "± 0"]
     assert typed_measurements("<!-- results:begin -->\n| 0.8335 |\n<!-- results:end -->\nr 16, 15% masking") == []
