@@ -111,7 +111,7 @@ def tune(
 ):
     """Fine-tune a model on a labelled classification task."""
     from .config import deep_merge, parse_set
-    from .tuning import run_tune, tune_config
+    from .commands.tune import run_tune, tune_config
 
     cfg = tune_config(recipe, deep_merge(values, parse_set(set_)), budget)
     run_tune(cfg, overwrite=overwrite, resume=resume, cpu=cpu)
@@ -168,7 +168,8 @@ def serve(
     engine: str = typer.Option("auto", help="onnx, torch, or auto (onnx if onnxruntime is installed), as predict"),
     int8: bool = typer.Option(False, help="int8 linear layers (faster on CPU)"),
     max_batch: int = typer.Option(64, help="most texts scored in one forward pass across waiting requests"),
-    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to share its forward pass"),
+    max_wait_ms: float = typer.Option(0.0, help="how long a request waits for others to share its forward pass "
+                                                "(0: requests queued during the last pass share the next)"),
 ):
     """Serve runs over HTTP: POST /predict, GET /health, GET /metadata, with micro-batching."""
     from .serve import run_serve

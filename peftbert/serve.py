@@ -2,12 +2,13 @@
 
 POST /predict (or /predict/{name} with several runs) takes {"text": "..."} or {"texts": [...]} and answers each
 text's label and class probabilities; GET /health and GET /metadata say what is served. Requests that arrive
-together are scored together: each run has a queue, and its worker takes what is waiting, keeps collecting for
-up to --max-wait-ms or until --max-batch texts, and scores them in one forward pass (padding by length, as
-predict does), so 64 concurrent one-text clients cost a few batches rather than 64 forward passes. Forward
-passes of all runs go through one thread: they share the cores instead of fighting over them, and the event
-loop stays free to accept requests meanwhile. Models load through predict.load_engine (ONNX Runtime from the
-run's cached export by default). Bad requests get a 4xx whose body is one line: {"error": "..."}.
+together are scored together: each run has a queue, and its worker takes every request waiting (those that
+arrived during the previous forward pass), optionally waits --max-wait-ms for more, up to --max-batch texts,
+and scores them in one forward pass (padding by length, as predict does): 64 concurrent one-text clients cost
+a few forward passes rather than 64, and a lone client never waits. Forward passes of all runs go through one
+thread: they share the cores instead of fighting over them, and the event loop stays free to accept requests
+meanwhile. Models load through predict.load_engine (ONNX Runtime from the run's cached export by default).
+Bad requests get a 4xx whose body is one line: {"error": "..."}.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request, imported inside
@@ -74,12 +75,17 @@ def load_runs(runs: dict[str, Path], engine: str, int8: bool, log) -> dict[str, 
 
 
 async def batch_worker(run: Served, executor, max_batch: int, max_wait: float) -> None:
-    """Take the first waiting request, gather more for up to `max_wait` seconds or `max_batch` texts, score
-    them all in one forward pass, and hand each request its rows."""
+    """Take the first waiting request and every request already queued behind it (those that arrived during
+    the previous forward pass), then wait up to `max_wait` seconds for more, to at most `max_batch` texts;
+    score them all in one forward pass and hand each request its rows. With `max_wait` 0 a lone client never
+    waits, and under load the batches grow by themselves."""
     loop = asyncio.get_running_loop()
     while True:
         batch = [await run.queue.get()]
         n, deadline = len(batch[0][0]), loop.time() + max_wait
+        while n < max_batch and not run.queue.empty():
+            batch.append(run.queue.get_nowait())
+            n += len(batch[-1][0])
         while n < max_batch and (left := deadline - loop.time()) > 0:
             try:
                 batch.append(await asyncio.wait_for(run.queue.get(), left))
@@ -117,7 +123,7 @@ def request_texts(body) -> tuple[list[str], bool]:
     return texts, False
 
 
-def build_app(served: dict[str, Served], max_batch: int = 64, max_wait_ms: float = 5.0):
+def build_app(served: dict[str, Served], max_batch: int = 64, max_wait_ms: float = 0.0):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -195,7 +201,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def run_serve(run: Path | None, named: list[str] | None, *, host: str = "127.0.0.1", port: int = 8000,
-              engine: str = "auto", int8: bool = False, max_batch: int = 64, max_wait_ms: float = 5.0,
+              engine: str = "auto", int8: bool = False, max_batch: int = 64, max_wait_ms: float = 0.0,
               log=print) -> None:
     import importlib.util
 
