@@ -40,9 +40,9 @@ def load(run_dir: str | Path) -> Classifier:
 
 def tune(config=None, *, recipe: str | None = None, budget: str | None = None, resume: str | None = None,
          overwrite: bool = False, **values) -> dict:
-    """Run `tune`: with a RunConfig, or with the settings the CLI takes as a nested mapping
+    """Run `tune`: with a TuneConfig, or with the settings the CLI takes as a nested mapping
     (`method="lora", task="sst2", train={"lr": 1e-3}, lora={"r": 16}`). Returns its metrics."""
-    from .tuning import run_tune, tune_config
+    from .commands.tune import run_tune, tune_config
 
     cfg = config if config is not None else tune_config(recipe, _nest(values), budget)
     return run_tune(cfg, overwrite=overwrite, resume=resume)
@@ -51,7 +51,7 @@ def tune(config=None, *, recipe: str | None = None, budget: str | None = None, r
 def adapt(config=None, *, recipe: str | None = None, resume: str | None = None, overwrite: bool = False,
           **values) -> dict:
     """Run `adapt` (continued masked-LM pretraining): with an AdaptConfig or the CLI's settings as a mapping."""
-    from .adaptation import run_adapt
+    from .commands.adapt import run_adapt
     from .config import build_adapt_config
 
     cfg = config if config is not None else build_adapt_config(recipe, values)  # adapt's keys are top-level

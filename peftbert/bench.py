@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import RunConfig, deep_merge, parse_set, yaml_load
+from .config import TuneConfig, deep_merge, parse_set, yaml_load
 from .errors import CheckpointMismatch, UserError
 from .methods import METHODS, sizable
 from .methods.budget import parse_budget
@@ -32,7 +32,7 @@ class Cell:
     model: str
     method: str
     seed: int
-    cfg: RunConfig  # built (and so validated) before any cell runs
+    cfg: TuneConfig  # built (and so validated) before any cell runs
 
     @property
     def name(self) -> str:
@@ -72,7 +72,7 @@ def plan(models: list[str], methods: list[str], seeds: list[int], *, recipe: str
     `values` are the tune settings given as flags, `overrides` the --set items: the same for every cell.
     """
     from .models import resolve_model
-    from .tuning import tune_config
+    from .commands.tune import tune_config
 
     sets = parse_set(overrides)
     check_overrides(sets)
@@ -150,7 +150,7 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
     from accelerate import PartialState
 
     from .bench_report import write_reports
-    from .tuning import run_tune
+    from .commands.tune import run_tune
 
     from .train import complete_checkpoints, use_cpu
 

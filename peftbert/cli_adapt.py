@@ -1,6 +1,6 @@
 """The `peftbert adapt` command: its own options here, every config field as a generated flag.
 
-Kept thin like `tune`: flags -> a typed AdaptConfig -> peftbert.adaptation.run_adapt. The library is
+Kept thin like `tune`: flags -> a typed AdaptConfig -> peftbert.commands.adapt.run_adapt. The library is
 imported inside the function so `peftbert --help` stays fast.
 """
 
@@ -20,7 +20,7 @@ def run(
     set_: Optional[List[str]] = Option(None, "--set", help="override a recipe key, e.g. --set adapt.block_size=256"),
 ):
     """Continue masked-LM pretraining on domain or task text; writes a checkpoint `tune --model` loads."""
-    from .adaptation import run_adapt
+    from .commands.adapt import run_adapt
     from .config import build_adapt_config, deep_merge, parse_set
 
     cfg = build_adapt_config(recipe, deep_merge(values, parse_set(set_)))

@@ -121,9 +121,9 @@ def method_flags(skip_blocks: tuple[str, ...] = ()) -> list[Flag]:
 
 def tune_flags(skip: tuple[str, ...] = ()) -> list[Flag]:
     """The flags of `tune` (and, minus the grid's keys, of `bench`): run keys, train.*, data.*, methods."""
-    from .config import DataArgs, RunConfig, TrainArgs
+    from .config import DataArgs, TuneConfig, TrainArgs
 
-    return (flags(RunConfig, skip=skip) + flags(DataArgs, "data", panel="Data (data.*)", skip=skip)
+    return (flags(TuneConfig, skip=skip) + flags(DataArgs, "data", panel="Data (data.*)", skip=skip)
             + flags(TrainArgs, "train", panel="Training (train.*)", skip=skip) + method_flags())
 
 

@@ -126,7 +126,7 @@ MODEL_HELP = "'minilm' (embedded default), a local checkpoint directory, or a hu
 
 
 @dataclass
-class RunConfig:
+class TuneConfig:
     """`peftbert tune`: one model, one method, one task."""
     model: str = field(default="minilm", metadata={"help": MODEL_HELP})
     method: str = field(default="lora", metadata={"help": "fine-tuning method (see `peftbert methods`)"})
@@ -296,7 +296,7 @@ def default_recipe() -> Path:
 RUN_KEYS = ("model", "method", "output", "task", "pooling")
 
 
-def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConfig:
+def build_config(recipe: str | None, cli: dict, method_configs: dict) -> TuneConfig:
     """Merge preset < recipe < CLI and validate everything once, here at the edge.
 
     `cli` holds only what the user set; `method_configs` maps method name -> config dataclass.
@@ -319,7 +319,7 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> RunConf
     data = _mapping(merged.get("data"), "data")
     train = build_dataclass(TrainArgs, merged.get("train"), "train")
     check_metric(train.metric, SELECTION_METRICS, "tune")
-    return RunConfig(
+    return TuneConfig(
         model=str(merged.get("model") or "minilm"),
         method=method,
         output=merged.get("output"),
@@ -352,7 +352,7 @@ def check_metric(metric: str, known: dict, command: str) -> None:
 
 
 def save_recipe(cfg, path: Path) -> None:
-    """The resolved config of a run (tune's RunConfig or adapt's AdaptConfig), beside its outputs."""
+    """The resolved config of a run (tune's TuneConfig or adapt's AdaptConfig), beside its outputs."""
     from .runinfo import write_text
 
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

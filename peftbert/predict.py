@@ -139,7 +139,8 @@ def cached_onnx(run_dir: Path, model, tokenizer, int8: bool, build: bool, log):
     check_onnx_installed("--engine onnx", ("onnxruntime",))
     cache, fingerprint = run_dir / ONNX_CACHE, run_fingerprint(run_dir)
     stamp = cache / "fingerprint.txt"
-    if not (stamp.is_file() and stamp.read_text().strip() == fingerprint and (cache / "model.onnx").is_file()):
+    # (bytes: a damaged stamp is stale, not a UnicodeDecodeError)
+    if not (stamp.is_file() and stamp.read_bytes().strip() == fingerprint.encode() and (cache / "model.onnx").is_file()):
         if not build:
             raise UserError("no ONNX export cached for this run yet")
         check_onnx_installed("exporting the run to ONNX")

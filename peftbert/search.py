@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from . import artifacts
-from .config import SELECTION_METRICS, RunConfig, deep_merge, renamed
+from .config import SELECTION_METRICS, TuneConfig, deep_merge, renamed
 from .errors import TrainingDiverged, UserError
 from .methods import get_method
 from .runinfo import check_writable, write_text
@@ -46,7 +46,7 @@ def upgraded(settings: dict) -> dict:
     return {**settings, "run": run}
 
 
-def train_space(cfg: RunConfig) -> dict:
+def train_space(cfg: TuneConfig) -> dict:
     """The training settings every method searches, centred on the method's preset."""
     lr, epochs = cfg.train.lr, cfg.train.epochs
     space = {
@@ -61,7 +61,7 @@ def train_space(cfg: RunConfig) -> dict:
     return space
 
 
-def default_space(cfg: RunConfig) -> dict:
+def default_space(cfg: TuneConfig) -> dict:
     return {**train_space(cfg), **{f"{cfg.method}.{k}": v for k, v in get_method(cfg.method).space.items()}}
 
 
@@ -70,7 +70,7 @@ def given_keys(values: dict) -> set[str]:
     return {f"{block}.{k}" for block, v in values.items() if isinstance(v, dict) for k in v}
 
 
-def load_space(path: str | None, cfg: RunConfig, values: dict | None = None) -> dict:
+def load_space(path: str | None, cfg: TuneConfig, values: dict | None = None) -> dict:
     """The default space without the settings given in `values`, with a file's entries merged over it (an entry
     set to null leaves that key out)."""
     fixed = given_keys(values or {})
@@ -109,7 +109,7 @@ def spec_values(key: str, spec) -> list:
                     f"{{low: a, high: b, log: true|false}} with a < b (a > 0 on a log scale)")
 
 
-def settings_blocks(cfg: RunConfig) -> dict:
+def settings_blocks(cfg: TuneConfig) -> dict:
     """The blocks a space key can name: train.*, data.* and the method's own."""
     return {"train": cfg.train, "data": cfg.data, cfg.method: cfg.method_args}
 
@@ -123,9 +123,9 @@ def nest(picked: dict) -> dict:
     return out
 
 
-def check_space(space: dict, cfg: RunConfig, build) -> None:
+def check_space(space: dict, cfg: TuneConfig, build) -> None:
     """Every key names a setting of this run and every edge of every range makes a valid config, before any
-    trial starts (`build(nested values)` builds and validates a RunConfig)."""
+    trial starts (`build(nested values)` builds and validates a TuneConfig)."""
     blocks = settings_blocks(cfg)
     for key, spec in space.items():
         block, _, name = key.partition(".")
@@ -142,7 +142,7 @@ def check_space(space: dict, cfg: RunConfig, build) -> None:
             build({block: {name: value}})
 
 
-def starting_point(cfg: RunConfig, space: dict) -> dict:
+def starting_point(cfg: TuneConfig, space: dict) -> dict:
     """The run's own values of the searched keys, those the space can take (Optuna samples the others)."""
     blocks = settings_blocks(cfg)
     out = {}
@@ -158,7 +158,7 @@ def starting_point(cfg: RunConfig, space: dict) -> dict:
     return out
 
 
-def field_types(cfg: RunConfig, space: dict) -> dict:
+def field_types(cfg: TuneConfig, space: dict) -> dict:
     """key -> the setting's declared type, which decides integer or float sampling of a range."""
     import typing
 
@@ -196,9 +196,9 @@ def clear_search_dir(out: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def resolve_space(values: dict, recipe: str | None, space_file: str | None) -> tuple[RunConfig, dict]:
+def resolve_space(values: dict, recipe: str | None, space_file: str | None) -> tuple[TuneConfig, dict]:
     """(the run as given, its checked search space): what `--show-space` prints and a search explores."""
-    from .tuning import tune_config
+    from .commands.tune import tune_config
 
     base = tune_config(recipe, values)
     space = load_space(space_file, base, values)
@@ -212,9 +212,9 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     """Run (or continue) a search; returns {"best_trial", "best_value", "trials"} and writes the reports."""
     import optuna
 
-    from .tuning import preflight, run_tune, tune_config
+    from .commands.tune import preflight, run_tune, tune_config
 
-    def build(extra: dict) -> RunConfig:
+    def build(extra: dict) -> TuneConfig:
         return tune_config(recipe, deep_merge(values, extra))
 
     if trials < 1:

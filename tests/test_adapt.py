@@ -11,7 +11,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, BertConf
 from typer.testing import CliRunner
 
 from conftest import FILLER, NEG, POS, needs_data
-from peftbert.adaptation import run_adapt
+from peftbert.commands.adapt import run_adapt
 from peftbert.masked_lm import head_names, load_mlm, set_trainable
 from peftbert.cli import friendly
 from peftbert.cli_adapt import adapt

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from peftbert.adaptation import run_adapt
+from peftbert.commands.adapt import run_adapt
 from peftbert.data.corpus import Source
 from peftbert.data.decontaminate import decontaminate, normalise
 from peftbert.data.tasks import SAMPLE_DIR

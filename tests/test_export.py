@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from helpers import make_config
 from peftbert.cli import app
 from peftbert.predict import load_run
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 from test_cli import assert_one_line_error
 
 runner = CliRunner()

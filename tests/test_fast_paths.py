@@ -12,7 +12,7 @@ from peftbert import hardware
 from peftbert.data.batching import LengthGroupedEpochSampler
 from peftbert.fast_dropout import attention, cpu_fast_dropout, fast_dropout
 from peftbert.predict import load_run, run_predict
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 
 def test_length_grouped_batches_are_homogeneous_random_and_seeded_per_epoch():

@@ -20,7 +20,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassificatio
 
 from helpers import make_config
 from peftbert.errors import UserError
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PEFTBERT_DATA_DIR": ""}
 

@@ -8,7 +8,7 @@ import torch
 from helpers import make_config
 from peftbert import train as train_mod
 from peftbert.errors import UserError
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 from peftbert.predict import load_run
 
 

@@ -11,7 +11,7 @@ from peftbert.models import load_classifier, load_tokenizer
 from peftbert.predict import load_run
 from peftbert.probe import head_features, probe_head
 from peftbert.train import plan_steps
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 
 def quiet(*a, **k):

@@ -17,7 +17,7 @@ from peftbert.methods import METHODS, Context, get_method
 from peftbert.methods.budget import KNOBS, parse_budget, size_for_budget
 from peftbert.models import ARCHS, arch_of, count_params, head_modules, load_classifier
 from peftbert.predict import load_run
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 H, L, FF, LABELS = 32, 2, 64, 2  # the tiny BERT of conftest
 

@@ -19,7 +19,7 @@ from helpers import make_config
 from peftbert.cli import app
 from peftbert.monitor import aggregate, bootstrap_band, period_start
 from peftbert.predict import load_run, predict_proba
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 runner = CliRunner()
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,7 +10,7 @@ from helpers import make_config
 from peftbert.cli import app
 from peftbert.errors import UserError
 from peftbert.predict import ONNX_CACHE, load_engine, run_fingerprint
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 pytest.importorskip("onnxruntime")
 runner = CliRunner()

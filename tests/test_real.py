@@ -9,7 +9,7 @@ from conftest import needs_data
 from peftbert.config import build_config
 from peftbert.methods import method_configs
 from peftbert.predict import load_run
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 pytestmark = pytest.mark.real
 

@@ -35,7 +35,7 @@ def replace_space(path, space: dict):
     """A --space file that keeps only `space` (every default key set to null)."""
     from peftbert.methods import get_method
     from peftbert.search import train_space
-    from peftbert.tuning import tune_config
+    from peftbert.commands.tune import tune_config
 
     cfg = tune_config(None, {"method": "lora"})
     drop = {k: None for k in [*train_space(cfg), *(f"lora.{k}" for k in get_method("lora").space)]}
@@ -110,7 +110,7 @@ def test_search_continues_and_reruns_an_interrupted_trial(tiny_bert, toy_files, 
 
 def test_an_interrupted_trial_runs_again_first(tiny_bert, toy_files, tmp_path, monkeypatch):
     """Ctrl-C in a trial: Optuna marks it failed; its directory goes and its settings run first next time."""
-    from peftbert import tuning
+    from peftbert.commands import tune as tuning
 
     out = tmp_path / "search"
     space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}})

@@ -18,7 +18,7 @@ from helpers import make_config
 from peftbert.cli import app
 from peftbert.predict import load_run, predict_proba
 from peftbert.serve import build_app, load_runs, parse_runs
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")

@@ -10,7 +10,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from peftbert.cli import app
-from peftbert.config import SELECTION_METRICS, AdaptArgs, AdaptConfig, DataArgs, RunConfig, TrainArgs
+from peftbert.config import SELECTION_METRICS, AdaptArgs, AdaptConfig, DataArgs, TuneConfig, TrainArgs
 from peftbert.methods import METHODS
 from peftbert.methods.lora import LoraArgs
 from test_cli import assert_one_line_error, tune_args
@@ -100,7 +100,7 @@ def expected_flags(cls, block=None, dotted=False, skip=()) -> set[str]:
     return out
 
 
-TUNE = (expected_flags(RunConfig) | expected_flags(TrainArgs) | expected_flags(DataArgs)
+TUNE = (expected_flags(TuneConfig) | expected_flags(TrainArgs) | expected_flags(DataArgs)
         | {flag for name, m in METHODS.items() for flag in expected_flags(m.config_cls, name, dotted=True)})
 SCHEMA = {
     "tune": TUNE,
@@ -123,7 +123,7 @@ def test_every_config_field_is_a_flag_in_the_help(command):
 
 def test_flags_reach_the_config(tiny_bert, toy_files, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("peftbert.tuning.run_tune", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr("peftbert.commands.tune.run_tune", lambda cfg, **kw: seen.setdefault("cfg", cfg))
     r = runner.invoke(app, tune_args(tiny_bert, toy_files, tmp_path / "run", "--warmup-ratio", "0.2", "--lora.r",
                                      "4", "--lora.target_modules", "[query, key]", "--no-lora.use_rslora"))
     assert r.exit_code == 0, r.output
@@ -155,7 +155,7 @@ def test_misspelt_metric_fails_before_anything_is_written(tiny_bert, toy_files, 
 
 def test_checkpoints_rotate_through_accelerate(tiny_bert, toy_files, tmp_path):
     from helpers import make_config
-    from peftbert.tuning import run_tune
+    from peftbert.commands.tune import run_tune
 
     cfg = make_config(tiny_bert, toy_files, "lora", tmp_path / "run", ["train.epochs=2", "train.save_every=2"])
     run_tune(cfg, log=lambda *a: None)

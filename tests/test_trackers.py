@@ -7,7 +7,7 @@ import pytest
 from helpers import make_config
 from peftbert.config import TrainArgs
 from peftbert.errors import UserError
-from peftbert.tuning import run_tune
+from peftbert.commands.tune import run_tune
 
 
 def tune(tiny_bert, toy_files, out, tracker):

@@ -62,7 +62,7 @@ def size_for_budget(method: str, budget_params: int, model_config, arch, args=No
 
 
 def apply_budget(cfg, budget: str | int):
-    """Resize a built RunConfig's method to `budget` (e.g. "0.3M") trainable parameters outside the head."""
+    """Resize a built TuneConfig's method to `budget` (e.g. "0.3M") trainable parameters outside the head."""
     from transformers import AutoConfig
 
     from ..models import arch_of, hub_error, resolve_model

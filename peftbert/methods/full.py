@@ -8,15 +8,15 @@ from .base import Method, register
 
 
 @dataclass
-class FullConfig:
+class FullArgs:
     freeze_embeddings: bool = field(default=False, metadata={"help": "keep the embedding layer frozen"})
 
 
-def apply(model, cfg: FullConfig, ctx):
+def apply(model, cfg: FullArgs, ctx):
     for name, p in model.named_parameters():
         p.requires_grad = not (cfg.freeze_embeddings and ".embeddings." in f".{name}")
     return model
 
 
-register(Method("full", FullConfig, apply, help="update every weight",
+register(Method("full", FullArgs, apply, help="update every weight",
                 space={"freeze_embeddings": {"choices": [False, True]}}))

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from .commands.base import Run
-from .config import MLM_METRICS, RECIPES_DIR, AdaptConfig, DataArgs, load_yaml
-from .data.batching import TrainBatches
-from .errors import UserError
-from .masked_lm import (PredictedOnly, add_weights, carried_pooler, head_names, load_mlm, make_evaluator,
-                        set_trainable, summary)
+from ..config import MLM_METRICS, RECIPES_DIR, AdaptConfig, DataArgs, load_yaml
+from ..data.batching import TrainBatches
+from ..errors import UserError
+from ..masked_lm import (PredictedOnly, add_weights, carried_pooler, head_names, load_mlm, make_evaluator,
+                         set_trainable, summary)
+from .base import Run
 
 
 def load_domain(name: str) -> dict:
@@ -35,8 +35,8 @@ def load_domain(name: str) -> dict:
 
 
 def collect_sources(cfg: AdaptConfig):
-    from .data.corpus import load_corpus, task_source
-    from .data.tasks import data_dir
+    from ..data.corpus import load_corpus, task_source
+    from ..data.tasks import data_dir
 
     ddir = data_dir(DataArgs(data_dir=cfg.data_dir))
     specs = list(cfg.corpus)
@@ -53,7 +53,7 @@ def collect_sources(cfg: AdaptConfig):
 
 def decontaminate_sources(cfg: AdaptConfig, sources) -> dict:
     """Drop text repeating the validation/test text of --task and of adapt.decontaminate's tasks (in place)."""
-    from .data.decontaminate import decontaminate, held_out_texts
+    from ..data.decontaminate import decontaminate, held_out_texts
 
     tasks = list(dict.fromkeys(([cfg.task] if cfg.task else []) + list(cfg.adapt.decontaminate or [])))
     texts = set().union(*(held_out_texts(t, cfg.data_dir, cfg.train.seed) for t in tasks)) if tasks else set()
@@ -68,8 +68,8 @@ def decontaminate_sources(cfg: AdaptConfig, sources) -> dict:
 def apply_lora(model, cfg: AdaptConfig):
     """The registry's LoRA on the bare encoder (no task head); the MLM head trains fully, in place, not as a
     peft copy: a copy would untie its decoder from the input embeddings."""
-    from .methods import Context, get_method
-    from .models import arch_of
+    from ..methods import Context, get_method
+    from ..models import arch_of
 
     head = set(head_names(model))
     model = get_method("lora").apply(model, cfg.lora, Context(arch_of(model.config), task_type=None))
@@ -81,8 +81,8 @@ def apply_lora(model, cfg: AdaptConfig):
 
 def check_lora_targets(model, cfg: AdaptConfig) -> None:
     """Every LoRA target names a module of the model (as peft matches them: the name or a dotted suffix)."""
-    from .methods.lora import resolve_targets
-    from .models import arch_of
+    from ..methods.lora import resolve_targets
+    from ..models import arch_of
 
     names = [n for n, _ in model.named_modules()]
     targets = resolve_targets(cfg.lora.target_modules, arch_of(model.config))
@@ -101,9 +101,9 @@ def default_output(cfg: AdaptConfig) -> Path:
 
 def load_blocks(cfg: AdaptConfig, sources, tokenizer):
     """(train blocks, held-out blocks): the sources split by document, tokenised and packed."""
-    from .data.corpus import split_documents
-    from .data.mlm import Blocks, tokenize_documents
-    from .data.nsp import Pairs
+    from ..data.corpus import split_documents
+    from ..data.mlm import Blocks, tokenize_documents
+    from ..data.nsp import Pairs
 
     a = cfg.adapt
     train_docs, heldout_docs = split_documents(sources, a.heldout_fraction, cfg.train.seed)
@@ -122,7 +122,7 @@ def load_blocks(cfg: AdaptConfig, sources, tokenizer):
 
 def warm_up_head(net, model, blocks, collate, cfg: AdaptConfig, acc, heldout):
     """Train only the MLM head (encoder and tied embeddings frozen) for adapt.head_warmup_steps steps."""
-    from .train import train
+    from ..train import train
 
     set_trainable(model, head_names(model))
     warm = dataclasses.replace(cfg.train, max_steps=cfg.adapt.head_warmup_steps, lr=cfg.adapt.head_warmup_lr,
@@ -137,8 +137,8 @@ def warm_up_head(net, model, blocks, collate, cfg: AdaptConfig, acc, heldout):
 
 def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
               log=print) -> dict:
-    from .data.mlm import MLMCollator
-    from .models import count_params, load_tokenizer, resolve_model
+    from ..data.mlm import MLMCollator
+    from ..models import count_params, load_tokenizer, resolve_model
 
     a, t = cfg.adapt, cfg.train
     # Everything a user can get wrong is checked before anything is written.

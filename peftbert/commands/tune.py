@@ -9,40 +9,40 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from .commands.base import Run
-from .config import SELECTION_METRICS, RunConfig, build_config
-from .data.encode import EncodedTask
-from .data.packing import classifier_batches
-from .data.tasks import load_task
-from .methods import Context, get_method, method_configs
-from .metrics import classification_metrics, headline
-from .models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
-from .train import Hooks
+from ..config import SELECTION_METRICS, TuneConfig, build_config
+from ..data.encode import EncodedTask
+from ..data.packing import classifier_batches
+from ..data.tasks import load_task
+from ..methods import Context, get_method, method_configs
+from ..metrics import classification_metrics, headline
+from ..models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
+from ..train import Hooks
+from .base import Run
 
 
-def tune_config(recipe: str | None = None, values: dict | None = None, budget: str | None = None) -> RunConfig:
-    """A validated RunConfig from the settings a user gave (flags, --set); the recipes decide the rest.
+def tune_config(recipe: str | None = None, values: dict | None = None, budget: str | None = None) -> TuneConfig:
+    """A validated TuneConfig from the settings a user gave (flags, --set); the recipes decide the rest.
 
     With `budget`, the method's size knob is set so it trains about that many parameters outside the head.
     """
     cfg = build_config(recipe, values or {}, method_configs())
     if budget is not None:
-        from .methods.budget import apply_budget
+        from ..methods.budget import apply_budget
         cfg = apply_budget(cfg, budget)
     return cfg
 
 
-def check_method(cfg: RunConfig, model_path: str, num_labels: int) -> None:
+def check_method(cfg: TuneConfig, model_path: str, num_labels: int) -> None:
     """The method's settings against this model's modules, on a weightless copy (methods/budget.dry_apply)."""
     from transformers import AutoConfig
 
-    from .methods.budget import dry_apply
+    from ..methods.budget import dry_apply
 
     model_config = AutoConfig.from_pretrained(model_path, num_labels=num_labels)
     dry_apply(get_method(cfg.method), cfg.method_args, model_config, arch_of(model_config))
 
 
-def preflight(cfg: RunConfig):
+def preflight(cfg: TuneConfig):
     """Everything a user can get wrong in a run (data, model, tokenizer, the method on this model), checked
     before anything is written: (task, model path, tokenizer)."""
     task = load_task(cfg.data, cfg.train.seed)
@@ -52,12 +52,12 @@ def preflight(cfg: RunConfig):
     return task, model_path, tokenizer
 
 
-def default_output(cfg: RunConfig, task_name: str) -> Path:
+def default_output(cfg: TuneConfig, task_name: str) -> Path:
     model = Path(cfg.model).name or cfg.model
     return Path("runs") / f"{task_name.replace('@', '-')}-{cfg.method}-{model}-s{cfg.train.seed}"
 
 
-def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
+def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
              log=print, on_evaluate=None, score_test: bool = True, save_weights: bool = True) -> dict:
     """One tune run. `search` runs trials with `on_evaluate` (a Hooks.on_evaluate: reports, may stop the run),
     without the test set (`score_test=False`: selection sees validation only) and without weights."""
@@ -73,7 +73,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
     # the model: a classifier for the task's labels, then the method
     model = load_classifier(model_path, task.id2label, cfg.pooling)
     if cfg.train.head_init == "probe":
-        from .probe import probe_head
+        from ..probe import probe_head
         fit = probe_head(model, tokenizer, task.train, cfg.data.max_length, cfg.train.seed)
         run.log(f"head: a logistic regression on the frozen features ({fit:.3f} of the training rows right)")
     arch = arch_of(model.config)
@@ -122,7 +122,7 @@ def run_tune(cfg: RunConfig, *, overwrite: bool = False, resume: str | None = No
 class Scorer:
     """Classification metrics of a model on a frame of the task, gathered over all processes."""
 
-    def __init__(self, acc, tokenizer, cfg: RunConfig, label_names: list[str]):
+    def __init__(self, acc, tokenizer, cfg: TuneConfig, label_names: list[str]):
         self.acc, self.tokenizer, self.cfg, self.label_names = acc, tokenizer, cfg, label_names
         self.collate = DataCollatorWithPadding(tokenizer)
 
