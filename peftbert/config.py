@@ -371,6 +371,8 @@ class AdaptArgs:
     head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
     head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
     nsp: bool = field(default=False, metadata={"help": "add BERT's next-sentence objective on segment pairs"})
+    preserve: float = field(default=0.0, metadata={
+        "help": "weight of a term keeping the encoder's mean-pooled embeddings near the original's (0 = off)"})
     decontaminate: list[str] | None = field(default=None, metadata={
         "help": "drop corpus text repeating these tasks' validation/test text (--task's is always dropped)"})
 
@@ -383,6 +385,8 @@ class AdaptArgs:
         if not 0 < self.mlm_probability < 1 or not 0 < self.heldout_fraction < 1:
             raise UserError(f"adapt.mlm_probability and adapt.heldout_fraction must be in (0, 1), got "
                             f"{self.mlm_probability} and {self.heldout_fraction}")
+        if not 0 <= self.preserve < math.inf:
+            raise UserError(f"adapt.preserve must be a finite number >= 0, got {self.preserve}")
         if self.head_warmup_steps < 0:
             raise UserError(f"adapt.head_warmup_steps must be >= 0, got {self.head_warmup_steps}")
 

@@ -95,9 +95,12 @@ class PredictedOnly(torch.nn.Module):
     `next_sentence_label` (segment pairs, data.nsp), it adds BERT's next-sentence loss on the pooler.
     """
 
-    def __init__(self, mlm, masker=None):
+    def __init__(self, mlm, masker=None, teacher=None, preserve: float = 0.0):
         super().__init__()
         self.mlm, self.masker = mlm, masker
+        # adapt.preserve: a frozen copy of the encoder as it was; training adds preserve x the cosine distance
+        # between its mean-pooled states of the unmasked block and the trained encoder's of the masked one
+        self.teacher, self.preserve = teacher, preserve
         # by name, not as a second submodule: that would save the head's weights twice
         self.head = next((n for n in ("cls", "lm_head") if hasattr(mlm, n)), None)
         self.nsp = hasattr(getattr(mlm, "cls", None), "seq_relationship")  # BertForPreTraining
@@ -117,11 +120,28 @@ class PredictedOnly(torch.nn.Module):
         head = getattr(self.mlm, self.head)
         scores = (head.predictions if self.nsp else head)(hidden[0][sel])
         loss = F.cross_entropy(scores.float(), labels[sel])
+        if self.teacher is not None and self.training:
+            loss = loss + self.preserve * self.drift(hidden[0], torch.where(sel, labels, input_ids), attention_mask,
+                                                     pair)
         nsp_logits = None
         if self.nsp and next_sentence_label is not None:
             nsp_logits = head.seq_relationship(hidden[1])
             loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label)
         return PretrainingOutput(loss=loss, logits=scores, nsp_logits=nsp_logits)
+
+    def drift(self, hidden, original_ids, attention_mask, pair) -> torch.Tensor:
+        """How far the encoder's sentence embeddings moved from the frozen original's (1 - cosine, batch mean)."""
+        self.teacher.eval()  # the loop's model.train() reaches it too: no dropout in the reference
+        with torch.no_grad():
+            before = mean_pooled(self.teacher(input_ids=original_ids, attention_mask=attention_mask, **pair)[0],
+                                 attention_mask)
+        now = mean_pooled(hidden, attention_mask)
+        return (1 - F.cosine_similarity(now.float(), before.float(), dim=-1)).mean()
+
+
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 @dataclasses.dataclass

@@ -1,9 +1,17 @@
 """The low-label levers: a minimum step budget, mean pooling (kept across save/load), a linear-probe head."""
 
+import gzip
+import random
+
 import pytest
 import torch
+from transformers import AutoModel
 
+from conftest import FILLER, NEG, POS
 from helpers import make_config
+from test_adapt import config
+from peftbert.commands.adapt import run_adapt
+from peftbert.masked_lm import mean_pooled
 from peftbert.config import TrainArgs
 from peftbert.data.tasks import load_task
 from peftbert.errors import UserError
@@ -73,3 +81,28 @@ def test_probe_head_fits_the_frozen_features(tiny_bert, toy_files):
 def test_bad_pooling_is_a_user_error(tiny_bert, toy_files):
     with pytest.raises(UserError, match="pooling must be one of cls|mean"):
         make_config(tiny_bert, toy_files, "full", sets=["pooling=max"])
+
+
+def test_adapt_preserve_keeps_embeddings_closer(tiny_bert, tmp_path):
+    """The preservation term: the same adapt run with it drifts less from the original sentence embeddings."""
+    rng = random.Random(0)
+    corpus = tmp_path / "c.txt.gz"
+    with gzip.open(corpus, "wt") as f:
+        for _ in range(40):
+            f.write(" ".join(rng.choice(POS + NEG + FILLER) for _ in range(12)) + "\n\n")
+    tok = load_tokenizer(str(tiny_bert))
+    batch = tok(["good gain on the market", "bad loss after the quarter"], padding=True, return_tensors="pt")
+
+    def embed(path):
+        with torch.no_grad():
+            return mean_pooled(AutoModel.from_pretrained(path)(**batch)[0], batch["attention_mask"])
+
+    original = embed(str(tiny_bert))
+    drift = {}
+    for preserve in (0.0, 5.0):
+        out = tmp_path / f"p{preserve}"
+        m = run_adapt(config(tiny_bert, [corpus], out, {"max_steps": 30, "lr": 3e-3}, preserve=preserve),
+                      log=quiet)
+        assert m["preserve"] == preserve
+        drift[preserve] = (1 - torch.nn.functional.cosine_similarity(embed(str(out)), original)).mean().item()
+    assert drift[5.0] < drift[0.0]

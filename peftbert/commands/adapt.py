@@ -51,6 +51,14 @@ def collect_sources(cfg: AdaptConfig):
     return sources
 
 
+def frozen_copy(module):
+    import copy
+
+    teacher = copy.deepcopy(module).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
 def decontaminate_sources(cfg: AdaptConfig, sources) -> dict:
     """Drop text repeating the validation/test text of --task and of adapt.decontaminate's tasks (in place)."""
     from ..data.decontaminate import decontaminate, held_out_texts
@@ -154,8 +162,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     if a.method == "lora":
         check_lora_targets(model, cfg)
     train_blocks, heldout_blocks = load_blocks(cfg, sources, tokenizer)
-    run = Run(cfg, Path(cfg.output) if cfg.output else default_output(cfg), overwrite=overwrite, resume=resume,
-              cpu=cpu, log=log)  # finds the checkpoint now, not after the corpus is tokenised
+    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    run = Run(cfg, out, overwrite=overwrite, resume=resume, cpu=cpu, log=log)  # the checkpoint found before tokenising
     for s in sources:
         st = s.stats()
         run.log(f"source {s.name}: {st['documents']:,} documents ({st['heldout_documents']} held out), "
@@ -186,6 +194,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     elif a.head_warmup_steps:
         results.append(warm_up_head(net, model, train_blocks, collate, cfg, run.acc, heldout))
         run.fresh_accelerator()
+    if a.preserve:  # the encoder as it was, frozen: what the preservation term measures drift from
+        net.teacher, net.preserve = frozen_copy(model.base_model), a.preserve
     if a.method == "lora":
         model = apply_lora(model, cfg)  # LoRA layers go into the model in place; `net` runs them
     params = count_params(model)
@@ -211,7 +221,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "model": cfg.model, "model_path": model_path, "method": a.method, "domain": cfg.domain, "task": cfg.task,
         "sources": [s.stats() for s in sources], "decontaminated": cleaned, "head_initialised": new_head,
         "head_warmup_steps": a.head_warmup_steps, "block_size": a.block_size, "mlm_probability": a.mlm_probability,
-        "whole_word_mask": a.whole_word_mask, "nsp": a.nsp, "seed": t.seed,
+        "whole_word_mask": a.whole_word_mask, "nsp": a.nsp, "preserve": a.preserve, "seed": t.seed,
         "train_blocks": len(train_blocks), "train_tokens": train_blocks.n_tokens,
         "heldout_blocks": len(heldout_blocks), "heldout_tokens": heldout_blocks.n_tokens,
         "heldout_before": before, "heldout_after": after, "metric": t.metric,
