@@ -132,44 +132,66 @@ def load_engine(run_dir, engine: str = "auto", int8: bool = False, build: bool =
 
 
 def cached_onnx(run_dir: Path, model, tokenizer, int8: bool, build: bool, log):
-    """The run's ONNX graph from RUN/onnx-cache, exported (and parity-checked) first when missing or stale.
-    Written to a temporary directory and renamed: a concurrent reader sees a whole cache or none."""
+    """The run's ONNX graph from RUN/onnx-cache, exported (and parity-checked) first when missing or stale."""
     from .onnx_runtime import OnnxClassifier, check_onnx_installed
 
     check_onnx_installed("--engine onnx", ("onnxruntime",))
     cache, fingerprint = run_dir / ONNX_CACHE, run_fingerprint(run_dir)
     stamp = cache / "fingerprint.txt"
-    # (bytes: a damaged stamp is stale, not a UnicodeDecodeError)
-    if not (stamp.is_file() and stamp.read_bytes().strip() == fingerprint.encode() and (cache / "model.onnx").is_file()):
+    fresh = stamp.is_file() and stamp.read_bytes().strip() == fingerprint.encode()  # bytes: a damaged stamp is stale
+    if not (fresh and (cache / "model.onnx").is_file()):
         if not build:
             raise UserError("no ONNX export cached for this run yet")
-        check_onnx_installed("exporting the run to ONNX")
-        from .onnx_export import PARITY_ATOL, export_onnx, parity
+        build_onnx_cache(run_dir, fingerprint, model, tokenizer, log)
+    try:
+        return OnnxClassifier(cached_graph(cache, int8), model.config)
+    except UserError:  # a damaged cache (a disk error, a copy cut short) is rebuilt once, not reported forever
+        if not build:
+            raise
+        build_onnx_cache(run_dir, fingerprint, model, tokenizer, log)
+        return OnnxClassifier(cached_graph(cache, int8), model.config)
 
-        log(f"exporting the run to ONNX once (cached in {cache}; rebuilt when the run changes)")
-        tmp = run_dir / f"{ONNX_CACHE}.tmp-{os.getpid()}"
+
+def build_onnx_cache(run_dir: Path, fingerprint: str, model, tokenizer, log) -> None:
+    """Export into a temporary directory, check parity, rename to RUN/onnx-cache: a concurrent reader sees a
+    whole cache or none."""
+    from .onnx_export import PARITY_ATOL, export_onnx, parity
+    from .onnx_runtime import OnnxClassifier, check_onnx_installed
+
+    check_onnx_installed("exporting the run to ONNX")
+    cache = run_dir / ONNX_CACHE
+    log(f"exporting the run to ONNX once (cached in {cache}; rebuilt when the run changes)")
+    tmp = run_dir / f"{ONNX_CACHE}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        export_onnx(model, tokenizer, tmp / "model.onnx")
+        diff = parity(model, OnnxClassifier(tmp / "model.onnx", model.config), tokenizer)
+        if diff > PARITY_ATOL:
+            raise UserError(f"the ONNX graph differs from PyTorch by {diff:.1e} in the logits")
+        (tmp / "fingerprint.txt").write_text(fingerprint + "\n")
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir()
-            export_onnx(model, tokenizer, tmp / "model.onnx")
-            diff = parity(model, OnnxClassifier(tmp / "model.onnx", model.config), tokenizer)
-            if diff > PARITY_ATOL:
-                raise UserError(f"the ONNX graph differs from PyTorch by {diff:.1e} in the logits")
-            (tmp / "fingerprint.txt").write_text(fingerprint + "\n")
-            shutil.rmtree(cache, ignore_errors=True)
-            tmp.rename(cache)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    graph = cache / "model.onnx"
-    if int8:
-        graph = cache / "model_quantized.onnx"
-        if not graph.is_file():
-            from .onnx_export import quantize
 
-            part = cache / f"model_quantized.onnx.tmp-{os.getpid()}"
+
+def cached_graph(cache: Path, int8: bool) -> Path:
+    """model.onnx, or its int8 version (quantised on first use, beside it)."""
+    if not int8:
+        return cache / "model.onnx"
+    graph = cache / "model_quantized.onnx"
+    if not graph.is_file():
+        from .onnx_export import quantize
+
+        part = cache / f"model_quantized.onnx.tmp-{os.getpid()}"
+        try:
             quantize(cache / "model.onnx", part)
-            part.replace(graph)
-    return OnnxClassifier(graph, model.config)
+        except Exception as e:  # onnx's checker raises its own types on a damaged graph
+            part.unlink(missing_ok=True)
+            raise UserError(f"cannot quantise {cache / 'model.onnx'}: {str(e).splitlines()[0][:120]}") from None
+        part.replace(graph)
+    return graph
 
 
 def quantize_int8(model):

@@ -68,3 +68,10 @@ def test_an_export_that_fails_falls_back_to_torch_or_is_one_line(lora_run, toy_f
 def test_unknown_engine_is_one_line(lora_run):
     with pytest.raises(UserError, match="--engine must be one of auto|torch|onnx"):
         load_engine(lora_run, "tensorrt")
+
+
+def test_a_damaged_cache_is_rebuilt(lora_run, toy_files, tmp_path):
+    predict(lora_run, toy_files, tmp_path / "a.jsonl")  # the cache exists
+    (lora_run / ONNX_CACHE / "model.onnx").write_bytes(b"not a graph")
+    rows, out = predict(lora_run, toy_files, tmp_path / "b.jsonl")
+    assert "exporting the run to ONNX once" in out and "ONNX Runtime" in out and len(rows) == 40
