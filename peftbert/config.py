@@ -36,7 +36,8 @@ RECIPES_DIR = Path(os.environ.get("PEFTBERT_RECIPES", REPO_RECIPES))
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 # validation metrics that can pick the best checkpoint -> whether greater is better
 SELECTION_METRICS = {"macro_f1": True, "accuracy": True, "mcc": True}  # tune: metrics.classification_metrics
-MLM_METRICS = {"loss": False, "perplexity": False, "accuracy": True}  # adapt: adapt.mlm_metrics
+MLM_METRICS = {"loss": False, "perplexity": False, "accuracy": True,  # adapt: masked_lm.mlm_metrics
+               "probe_macro_f1": True}  # with adapt.probe_task: probe.TaskProbe
 SCHEDULERS = ("linear", "cosine", "constant")
 HEAD_INITS = ("random", "probe")  # probe: tuning.probe_head (linear probing, then fine-tuning: LP-FT)
 BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say what each does
@@ -371,6 +372,9 @@ class AdaptArgs:
     head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
     head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
     nsp: bool = field(default=False, metadata={"help": "add BERT's next-sentence objective on segment pairs"})
+    probe_task: str | None = field(default=None, metadata={
+        "help": "score a linear probe for this task (its validation split) at every evaluation"})
+    probe_rows: int = field(default=1000, metadata={"help": "training rows the probe is fitted on, at most"})
     preserve: float = field(default=0.0, metadata={
         "help": "weight of a term keeping the encoder's mean-pooled embeddings near the original's (0 = off)"})
     decontaminate: list[str] | None = field(default=None, metadata={
@@ -378,7 +382,7 @@ class AdaptArgs:
 
     def __post_init__(self):
         check_choice(self, "method", ("full", "lora"))
-        check_positive(self, "head_warmup_lr")
+        check_positive(self, "head_warmup_lr", "probe_rows")
         check_positive_or_none(self, "max_tokens", "max_heldout_tokens")
         if self.block_size < 8:
             raise UserError(f"adapt.block_size must be >= 8, got {self.block_size}")
@@ -450,6 +454,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
                       lora=build_dataclass(LoraArgs, merged.get("lora"), "lora"))
     cfg.model = str(cfg.model or "minilm")
     check_metric(cfg.train.metric, MLM_METRICS, "adapt")
+    if cfg.train.metric.startswith("probe_") and not cfg.adapt.probe_task:
+        raise UserError(f"train.metric {cfg.train.metric} needs a task to probe: pass --probe-task NAME")
     if cfg.train.head_lr_ratio != 1:  # (not a flag of adapt; a recipe could still carry it)
         raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
     if cfg.train.batching == "packed":

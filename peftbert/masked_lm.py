@@ -192,4 +192,5 @@ def mlm_metrics(acc, net: PredictedOnly, loader, keys) -> dict:
 
 def summary(m: dict) -> str:
     nsp = f", next-sentence accuracy {m['nsp_accuracy']:.4f}" if "nsp_accuracy" in m else ""
-    return f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, accuracy {m['accuracy']:.4f}{nsp}"
+    probe = f", task probe macro-F1 {m['probe_macro_f1']:.4f}" if "probe_macro_f1" in m else ""
+    return f"loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}, accuracy {m['accuracy']:.4f}{nsp}{probe}"

@@ -60,3 +60,55 @@ def probe_head(model, tokenizer, frame: pd.DataFrame, max_length: int, seed: int
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
     return float(fit.score(x, y))
+
+
+class TaskProbe:
+    """`adapt --probe-task T`: how well the adapting encoder's mean-pooled embeddings serve task T, scored at every
+    held-out evaluation, so a run shows task scores beside perplexity (perplexity can fall while the task
+    suffers) and `train.metric probe_macro_f1` keeps the checkpoint the task likes best.
+
+    The score: a logistic regression fitted on up to `rows` of T's training rows, macro-F1 on T's validation
+    split (carved as a tune run with the same seed carves it). T's test split is never read.
+    """
+
+    def __init__(self, task: str, data_dir: str | None, seed: int, rows: int, tokenizer, max_length: int = 128):
+        from .config import DataArgs
+        from .data.tasks import load_task
+
+        t = load_task(DataArgs(task=task, data_dir=data_dir), seed)
+        train = t.train.sample(n=min(rows, len(t.train)), random_state=seed)
+        self.name, self.label_names, self.seed = t.name, t.label_names, seed
+        self.batches = {part: self._encode(frame["text"].tolist(), tokenizer, max_length)
+                        for part, frame in (("train", train), ("validation", t.validation))}
+        self.labels = {"train": train["label"].to_numpy(), "validation": t.validation["label"].to_numpy()}
+
+    @staticmethod
+    def _encode(texts, tokenizer, max_length, batch_size=64):
+        return [tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt") for i in range(0, len(texts), batch_size)]
+
+    @torch.no_grad()
+    def embed(self, encoder, part: str) -> np.ndarray:
+        from .masked_lm import mean_pooled
+
+        device = next(encoder.parameters()).device
+        out = []
+        for batch in self.batches[part]:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out.append(mean_pooled(encoder(**batch)[0], batch["attention_mask"]).float().cpu())
+        return torch.cat(out).numpy()
+
+    def __call__(self, encoder) -> dict:
+        from sklearn.linear_model import LogisticRegression
+
+        from .metrics import classification_metrics
+
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            x_train, x_val = self.embed(encoder, "train"), self.embed(encoder, "validation")
+        finally:
+            encoder.train(was_training)
+        fit = LogisticRegression(max_iter=2000, random_state=self.seed).fit(x_train, self.labels["train"])
+        m = classification_metrics(self.labels["validation"], fit.predict(x_val), self.label_names)
+        return {"probe_macro_f1": m["macro_f1"], "probe_accuracy": m["accuracy"]}

@@ -1,6 +1,7 @@
 """The low-label levers: a minimum step budget, mean pooling (kept across save/load), a linear-probe head."""
 
 import gzip
+import json
 import random
 
 import pytest
@@ -106,3 +107,27 @@ def test_adapt_preserve_keeps_embeddings_closer(tiny_bert, tmp_path):
         assert m["preserve"] == preserve
         drift[preserve] = (1 - torch.nn.functional.cosine_similarity(embed(str(out)), original)).mean().item()
     assert drift[5.0] < drift[0.0]
+
+
+def test_adapt_probe_task_scores_validation_and_can_choose(tiny_bert, tmp_path):
+    """--probe-task: the task probe's validation score sits beside perplexity before, during and after, and
+    train.metric probe_macro_f1 keeps the evaluation it scores best."""
+    corpus = tmp_path / "c.txt.gz"
+    rng = random.Random(1)
+    with gzip.open(corpus, "wt") as f:
+        for _ in range(30):
+            f.write(" ".join(rng.choice(POS + NEG + FILLER) for _ in range(12)) + "\n\n")
+    out = tmp_path / "out"
+    m = run_adapt(config(tiny_bert, [corpus], out, {"max_steps": 6, "eval_every": 2, "lr": 5e-3,
+                                                    "metric": "probe_macro_f1"},
+                         probe_task="finance-sample", probe_rows=100), log=quiet)
+    assert 0 <= m["heldout_before"]["probe_macro_f1"] <= 1 and "probe_macro_f1" in m["heldout_after"]
+    history = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
+    scores = {h["step"]: h["probe_macro_f1"] for h in history}
+    assert len(scores) == 3 and scores[m["best_step"]] == max(scores.values())
+    assert m["heldout_after"]["probe_macro_f1"] == pytest.approx(scores[m["best_step"]], abs=1e-6)
+
+
+def test_probe_metric_needs_a_probe_task(tiny_bert, tmp_path):
+    with pytest.raises(UserError, match="--probe-task"):
+        config(tiny_bert, [tmp_path / "x.txt"], tmp_path / "out", {"metric": "probe_macro_f1"})

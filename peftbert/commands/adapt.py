@@ -20,6 +20,7 @@ from ..data.batching import TrainBatches
 from ..errors import UserError
 from ..masked_lm import (PredictedOnly, add_weights, carried_pooler, head_names, load_mlm, make_evaluator,
                          set_trainable, summary)
+from ..probe import TaskProbe
 from .base import Run
 
 
@@ -49,6 +50,14 @@ def collect_sources(cfg: AdaptConfig):
     if cfg.task:
         sources.append(task_source(cfg.task, cfg.data_dir, cfg.train.seed))
     return sources
+
+
+def evaluator(acc, heldout: dict, batch_size: int, probe=None):
+    """Held-out masked-LM scores, and with a TaskProbe the task's validation score of the encoder's embeddings."""
+    mlm = make_evaluator(acc, heldout, batch_size)
+    if not probe:
+        return mlm
+    return lambda net: {**mlm(net), **probe(acc.unwrap_model(net).mlm.base_model)}
 
 
 def frozen_copy(module):
@@ -133,11 +142,13 @@ def warm_up_head(net, model, blocks, collate, cfg: AdaptConfig, acc, heldout):
     from ..train import train
 
     set_trainable(model, head_names(model))
+    # a frozen encoder scores the same task probe throughout: the warm-up is chosen on the masked-LM loss then
+    metric = "loss" if cfg.train.metric.startswith("probe_") else cfg.train.metric
     warm = dataclasses.replace(cfg.train, max_steps=cfg.adapt.head_warmup_steps, lr=cfg.adapt.head_warmup_lr,
-                               eval_every=None, save_every=None, patience=None)
+                               eval_every=None, save_every=None, patience=None, metric=metric)
     result = train(net, TrainBatches(blocks, collate.batch), warm, accelerator=acc, out_dir=None,
                    evaluate=make_evaluator(acc, heldout, cfg.train.eval_batch_size),
-                   greater_is_better=MLM_METRICS[cfg.train.metric], describe="head warm-up")
+                   greater_is_better=MLM_METRICS[metric], describe="head warm-up")
     acc.unwrap_model(net, keep_fp32_wrapper=False)
     set_trainable(model, None)
     return result
@@ -183,7 +194,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     collate.shard = (run.acc.process_index, run.acc.num_processes)  # masks as one process would draw them
     heldout = collate.fixed(heldout_blocks, t.seed)
     net = PredictedOnly(model.to(run.acc.device), masker=collate).eval()
-    before = make_evaluator(run.acc, heldout, t.eval_batch_size)(net)
+    probe = a.probe_task and TaskProbe(a.probe_task, cfg.data_dir, t.seed, a.probe_rows, tokenizer, a.block_size)
+    before = evaluator(run.acc, heldout, t.eval_batch_size, probe)(net)
     run.log(f"held-out before: {summary(before)}")
     run.write_recipe()
 
@@ -192,6 +204,8 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     if a.head_warmup_steps and run.resume:
         run.log("resuming: the head warm-up is already in the checkpoint, skipped")
     elif a.head_warmup_steps:
+        run.log(f"first {a.head_warmup_steps} head warm-up steps (encoder frozen, lr {a.head_warmup_lr}), "
+                "then the encoder's own steps")
         results.append(warm_up_head(net, model, train_blocks, collate, cfg, run.acc, heldout))
         run.fresh_accelerator()
     if a.preserve:  # the encoder as it was, frozen: what the preservation term measures drift from
@@ -201,7 +215,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     params = count_params(model)
     run.log(f"method {a.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
             f"({params['trainable_percent']:.3f}%), precision {run.precision}")
-    evaluate = make_evaluator(run.acc, heldout, t.eval_batch_size)
+    evaluate = evaluator(run.acc, heldout, t.eval_batch_size, probe)
     results.append(run.train(net, TrainBatches(train_blocks, collate.batch), evaluate=evaluate,
                              greater_is_better=MLM_METRICS[t.metric], describe=f"adapt-{a.method}"))
 
