@@ -50,11 +50,11 @@ class Run:
 
     def train(self, model, batches, *, evaluate, greater_is_better: bool, describe: str, hooks: Hooks | None = None,
               head: tuple[str, ...] = ()) -> TrainResult:
-        from .. import train as loop  # looked up at call time: tests wrap loop.train
+        from ..train import train  # imported when called: tests wrap peftbert.train.train
 
-        result = loop.train(model, batches, self.cfg.train, accelerator=self.acc, evaluate=evaluate,
-                            out_dir=self.out, hooks=hooks, resume=self.resume, greater_is_better=greater_is_better,
-                            describe=describe, head=head)
+        result = train(model, batches, self.cfg.train, accelerator=self.acc, evaluate=evaluate, out_dir=self.out,
+                       hooks=hooks, resume=self.resume, greater_is_better=greater_is_better, describe=describe,
+                       head=head)
         if self.resume and self.acc.is_main_process:
             save_recipe(self.cfg, self.out / "recipe.yaml")
         return result

@@ -63,8 +63,8 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     without the test set (`score_test=False`: selection sees validation only) and without weights."""
     method = get_method(cfg.method)
     task, model_path, tokenizer = preflight(cfg)  # before --overwrite removes an earlier run
-    run = Run(cfg, Path(cfg.output) if cfg.output else default_output(cfg, task.name), overwrite=overwrite,
-              resume=resume, cpu=cpu, log=log)
+    out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
+    run = Run(cfg, out, overwrite=overwrite, resume=resume, cpu=cpu, log=log)
     for note in task.notes:
         run.log(f"note: {note}")
     run.log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
@@ -86,7 +86,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     # train, scoring validation on the way
     batches = classifier_batches(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), tokenizer,
                                  cfg.train.batching, run.log)
-    score = Scorer(run.acc, tokenizer, cfg, task.label_names)
+    score = Scorer(run.acc, tokenizer, task.label_names, cfg.data.max_length, cfg.train.eval_batch_size)
     validation = score.loader(task.validation)
     run.write_recipe()
     hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
@@ -122,13 +122,14 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
 class Scorer:
     """Classification metrics of a model on a frame of the task, gathered over all processes."""
 
-    def __init__(self, acc, tokenizer, cfg: TuneConfig, label_names: list[str]):
-        self.acc, self.tokenizer, self.cfg, self.label_names = acc, tokenizer, cfg, label_names
+    def __init__(self, acc, tokenizer, label_names: list[str], max_length: int, batch_size: int):
+        self.acc, self.tokenizer, self.label_names = acc, tokenizer, label_names
+        self.max_length, self.batch_size = max_length, batch_size
         self.collate = DataCollatorWithPadding(tokenizer)
 
     def loader(self, frame):
-        return self.acc.prepare(DataLoader(EncodedTask(frame, self.tokenizer, self.cfg.data.max_length, by_length=True),
-                                           batch_size=self.cfg.train.eval_batch_size, collate_fn=self.collate))
+        return self.acc.prepare(DataLoader(EncodedTask(frame, self.tokenizer, self.max_length, by_length=True),
+                                           batch_size=self.batch_size, collate_fn=self.collate))
 
     def __call__(self, model, loader) -> dict:
         return predict_metrics(self.acc, model, loader, self.label_names)

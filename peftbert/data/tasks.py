@@ -67,7 +67,8 @@ def load_task(args: DataArgs, seed: int) -> TaskData:
     """The data arguments as a TaskData, in one pass: resolve (which files, columns, labels), read, check,
     split (a seeded validation split where none is given; the low-label subsample; the caps)."""
     spec = resolve_task(args)
-    task = build_task(spec, read_tables(spec))
+    tables = read_tables(spec)
+    task = build_task(spec, tables)
     return split_task(task, args, seed)
 
 
