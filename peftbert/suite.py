@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import RECIPES_DIR, deep_merge, load_yaml
 from .errors import UserError
 
-KEYS = {"tasks", "models", "methods", "seeds", "groups", "budget"}
+KEYS = {"tasks", "models", "methods", "seeds", "groups", "budget", "per_class", "set"}
 
 
 @dataclass
@@ -30,6 +30,10 @@ class Suite:
     seeds: list[int]
     groups: dict[str, list[str]] = field(default_factory=dict)
     budget: str | None = None
+    # the low-label regime: each N (labelled rows per class, `all` = the whole training set) is a suite of its
+    # own in OUTPUT/n<N>/ (tune --train-per-class N)
+    per_class: list | None = None
+    overrides: list[str] = field(default_factory=list)  # `set:` in the YAML: key=value for every run, as --set
 
     def group_of(self) -> dict[str, list[str]]:
         """group name -> its tasks, in suite order; a task in no group is a group of its own."""
@@ -48,7 +52,13 @@ def load_suite(name: str) -> Suite:
     if not isinstance(d, dict) or set(d) - KEYS or not {"tasks", "models", "methods", "seeds"} <= set(d):
         raise UserError(f"suite {path}: expected the keys tasks, models, methods, seeds (and optionally groups, "
                         f"budget); got {', '.join(d) if isinstance(d, dict) else type(d).__name__}")
-    suite = Suite(**d)
+    suite = Suite(**{k: v for k, v in d.items() if k != "set"}, overrides=list(d.get("set") or []))
+    if suite.per_class is not None and (not isinstance(suite.per_class, list) or not suite.per_class or not all(
+            n == "all" or (type(n) is int and n > 0) for n in suite.per_class)):
+        raise UserError(f"suite {path}: per_class must be a list of positive integers or `all`, got "
+                        f"{suite.per_class!r}")
+    if not all(isinstance(x, str) and "=" in x for x in suite.overrides):
+        raise UserError(f"suite {path}: set must be a list of key=value items, got {suite.overrides!r}")
     for key in ("tasks", "models", "methods", "seeds"):
         items = getattr(suite, key)
         kind = int if key == "seeds" else str
@@ -76,15 +86,23 @@ def run_suite(suite: Suite, *, recipe: str | None, values: dict, overrides: list
 
     if "data" in values and "task" in values["data"]:
         raise UserError("--task and --suite both name tasks; drop --task (the suite lists its tasks)")
-    # every task's cells are planned (and so checked) before the first run
-    plans = [(task, plan(suite.models, suite.methods, suite.seeds, recipe=recipe,
-                         values=deep_merge(values, {"data": {"task": task}}), overrides=overrides,
-                         budget=suite.budget, out=task_dir(out, task), log=log)) for task in suite.tasks]
-    for task, cells in plans:
-        log(f"== {task}")
-        run_bench(cells, task_dir(out, task), cpu=cpu, shard=shard, log=log)
-    write_suite_report(suite, out)
-    log(f"wrote {out / 'suite.md'}")
+    overrides = [*suite.overrides, *(overrides or [])]
+    sizes = [(n, out / f"n{n}") for n in suite.per_class] if suite.per_class else [(None, out)]
+    # every cell of every size and task is planned (and so checked) before the first run
+    plans = [(size_out, task, plan(suite.models, suite.methods, suite.seeds, recipe=recipe,
+                                   values=deep_merge(values, {"data": {"task": task, **per_class(n)}}),
+                                   overrides=overrides, budget=suite.budget, out=task_dir(size_out, task), log=log))
+             for n, size_out in sizes for task in suite.tasks]
+    for size_out, task, cells in plans:
+        log(f"== {task}" + (f" ({size_out.name})" if suite.per_class else ""))
+        run_bench(cells, task_dir(size_out, task), cpu=cpu, shard=shard, log=log)
+    for _, size_out in sizes:
+        write_suite_report(suite, size_out)
+        log(f"wrote {size_out / 'suite.md'}")
+
+
+def per_class(n) -> dict:
+    return {} if n in (None, "all") else {"train_per_class": n}
 
 
 def write_suite_report(suite: Suite, out: Path) -> None:

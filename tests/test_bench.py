@@ -4,6 +4,8 @@ import csv
 import json
 import statistics
 
+import yaml
+
 import pytest
 from typer.testing import CliRunner
 
@@ -187,8 +189,34 @@ def test_suite_runs_each_task_as_a_grid_and_joins_them(tiny_bert, tmp_path):
     assert_one_line_error(runner.invoke(app, [*args, "--task", "sst2"]), "--task", "--suite")
 
 
+def test_suite_per_class_runs_each_size_with_its_settings(tiny_bert, tmp_path):
+    """per_class: one suite per size in OUTPUT/n<N>/ (N rows per class, or all), with the suite's `set:` applied."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks: [finance-sample]\nper_class: [4, all]\nmodels: [{tiny_bert}]\nmethods: [full]\n"
+                     "seeds: [1]\nset: [pooling=mean, train.min_steps=3]\n")
+    out = tmp_path / "suite"
+    r = runner.invoke(app, ["bench", "--suite", str(suite), "--output", str(out), "--epochs", "1", "--set",
+                            "data.max_length=16", "--set", "train.precision=no"])
+    assert r.exit_code == 0, r.output
+    small = json.loads(next((out / "n4" / "finance-sample" / "runs").glob("*/metrics.json")).read_text())
+    whole = json.loads(next((out / "nall" / "finance-sample" / "runs").glob("*/metrics.json")).read_text())
+    assert small["pooling"] == whole["pooling"] == "mean"
+    assert small["steps"] == 3 and whole["steps"] > 3  # min_steps binds on 12 rows only
+    recipe = yaml.safe_load(next((out / "n4" / "finance-sample" / "runs").glob("*/recipe.yaml")).read_text())
+    assert recipe["data"]["train_per_class"] == 4 and (out / "n4" / "suite.md").is_file()
+    assert (out / "nall" / "suite.md").is_file()
+
+
+def test_low_label_suite_recipe_loads():
+    from peftbert.suite import load_suite
+
+    s = load_suite("low-label")
+    assert s.per_class == [8, 32, 128, "all"] and "pooling=mean" in s.overrides
+
+
 @pytest.mark.parametrize("text, needles", [
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\n", ["seeds"]),
+    ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\nper_class: [0]\n", ["per_class"]),
     ("tasks: []\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\n", ["tasks must be a non-empty list"]),
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: {g: [sst2]}\n", ["sst2"]),
     ("tasks: [finance-sample]\nmodels: [minilm]\nmethods: [full]\nseeds: [1]\ngroups: [a]\n", ["groups must map"]),
