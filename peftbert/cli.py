@@ -103,7 +103,8 @@ def friendly(fn):
 def tune(
     values: dict,
     budget: Optional[str] = typer.Option(None, help="size the method to N trainable params outside the head, e.g. 0.3M"),
-    recipe: Optional[str] = typer.Option(None, help="YAML recipe (default recipes/tune/default.yaml)"),
+    recipe: Optional[str] = typer.Option(None, help="YAML recipe, or a name in recipes/tune (low-label); "
+                                                     "default recipes/tune/default.yaml"),
     resume: Optional[str] = typer.Option(None, help="continue from 'latest' or a checkpoint directory"),
     overwrite: bool = typer.Option(False, help="replace an existing run directory"),
     cpu: bool = typer.Option(False, help="train on the CPU even when a GPU is present"),

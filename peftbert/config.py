@@ -294,6 +294,12 @@ def default_recipe() -> Path:
     return RECIPES_DIR / "tune" / "default.yaml"
 
 
+def tune_recipe(recipe: str) -> str | Path:
+    """A recipe file, or the name of one in recipes/tune (`--recipe low-label`)."""
+    named = RECIPES_DIR / "tune" / f"{recipe}.yaml"
+    return named if not Path(recipe).exists() and named.is_file() else recipe
+
+
 RUN_KEYS = ("model", "method", "output", "task", "pooling")
 
 
@@ -302,7 +308,7 @@ def build_config(recipe: str | None, cli: dict, method_configs: dict) -> TuneCon
 
     `cli` holds only what the user set; `method_configs` maps method name -> config dataclass.
     """
-    recipe_d = load_yaml(recipe) if recipe else load_yaml(default_recipe())
+    recipe_d = load_yaml(tune_recipe(recipe)) if recipe else load_yaml(default_recipe())
     method = cli.get("method") or recipe_d.get("method") or "lora"
     if method not in method_configs:
         raise UserError(f"unknown method {method!r}; choose one of: {', '.join(sorted(method_configs))}")

@@ -131,3 +131,13 @@ def test_adapt_probe_task_scores_validation_and_can_choose(tiny_bert, tmp_path):
 def test_probe_metric_needs_a_probe_task(tiny_bert, tmp_path):
     with pytest.raises(UserError, match="--probe-task"):
         config(tiny_bert, [tmp_path / "x.txt"], tmp_path / "out", {"metric": "probe_macro_f1"})
+
+
+def test_few_steps_get_a_note_and_the_low_label_recipe_by_name(tiny_bert, toy_files):
+    from peftbert.commands.tune import few_steps, tune_config
+
+    cfg = make_config(tiny_bert, toy_files, "full")  # 160 rows, batches of 16, 2 epochs: 20 steps
+    assert "--recipe low-label" in few_steps(cfg, 160)
+    assert few_steps(cfg, 2000) is None  # 250 steps
+    low = tune_config("low-label", {"model": str(tiny_bert)})
+    assert low.pooling == "mean" and low.train.min_steps == 200 and few_steps(low, 160) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import torch
@@ -52,6 +53,19 @@ def preflight(cfg: TuneConfig):
     return task, model_path, tokenizer
 
 
+FEW_STEPS = 100  # below this many optimizer steps, low-label runs at the presets collapsed (experiments/low-label)
+
+
+def few_steps(cfg: TuneConfig, rows: int) -> str | None:
+    """A note when the settings give a classifier too few optimizer steps to learn (a small training set)."""
+    t = cfg.train
+    steps = math.ceil(math.ceil(rows / t.batch_size) / t.grad_accum * t.epochs)
+    if t.max_steps or t.min_steps or steps >= FEW_STEPS:
+        return None
+    return (f"{rows} training rows give about {steps} optimizer steps, too few to train a classifier: "
+            "`--recipe low-label` (mean pooling, at least 200 steps) or --min-steps")
+
+
 def default_output(cfg: TuneConfig, task_name: str) -> Path:
     model = Path(cfg.model).name or cfg.model
     return Path("runs") / f"{task_name.replace('@', '-')}-{cfg.method}-{model}-s{cfg.train.seed}"
@@ -69,6 +83,9 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
         run.log(f"note: {note}")
     run.log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
             f"{0 if task.test is None else len(task.test)} test, labels {task.label_names}")
+    few = few_steps(cfg, len(task.train))
+    if few:
+        run.log(f"note: {few}")
 
     # the model: a classifier for the task's labels, then the method
     model = load_classifier(model_path, task.id2label, cfg.pooling)
