@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import artifacts
 from .errors import UserError
 
 PERIODS = ("day", "week", "month", "meeting")
@@ -72,10 +73,14 @@ def check_args(a: MonitorArgs) -> dict[str, Path]:
             raise UserError(f"two runs are named {name!r}; name them: --run NAME=DIR")
         if not (Path(path) / "metrics.json").is_file():
             raise UserError(f"--run {path}: not a finished peftbert run (no metrics.json); pass a `tune --output` dir")
+        artifacts.tune_run(Path(path))  # every file it loads, checked before anything is written
         runs[name] = Path(path)
     out = Path(a.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out} is a file; pass a directory")
+    from .runinfo import check_writable
+
+    check_writable(out)  # before the feed is scored, not at the first write
     if not out.resolve().parent.is_dir():
         raise UserError(f"--output {out}: its parent directory does not exist (create it first)")
     return runs
@@ -164,7 +169,7 @@ def score_run(run_dir: Path, texts: list[str], cache: ScoreCache, a: MonitorArgs
 
 
 def run_labels(run_dir: Path) -> list[str]:
-    return json.loads((run_dir / "metrics.json").read_text())["label_names"]
+    return artifacts.tune_run(run_dir)["label_names"]
 
 
 def index_labels(names: list[str], positive, negative, run: str) -> tuple[list[str], list[str]]:

@@ -18,12 +18,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from conftest import make_tiny_bert, toy_rows
 from peftbert.cli import app
+from peftbert.predict import ONNX_CACHE
 
 DAMAGES = {
     "deleted": lambda p, rng: p.unlink(),
@@ -34,9 +37,13 @@ DAMAGES = {
 TRAIN = ["--max-length", "16", "--precision", "no", "--report-to", "none", "--batch-size", "16"]
 
 
-def invoke(args, cwd: Path | None = None):
+COMMAND = typer.main.get_command(app)  # built once: typer's CliRunner would rebuild it per call (0.1 s)
+
+
+def invoke(args):
     """The CLI in this process (fast): (exit code, output, the exception that escaped, if any)."""
-    r = CliRunner().invoke(app, [str(a) for a in args], prog_name="peftbert")
+    with mock.patch("typer.testing._get_command", lambda _: COMMAND):
+        r = CliRunner().invoke(app, [str(a) for a in args], prog_name="peftbert")
     escaped = r.exception if r.exception is not None and not isinstance(r.exception, SystemExit) else None
     return r.exit_code, r.output, escaped
 
@@ -95,6 +102,13 @@ def build_artefacts(root: Path) -> Env:
     a["export-hf"], a["export-onnx"] = root / "export-hf", root / "export-onnx"
     must(["export", a["run-lora"], "--output", a["export-hf"]])
     must(["export", a["run-lora"], "--output", a["export-onnx"], "--format", "onnx"])
+    # the ONNX graph a run caches at its first predict of a file is part of the run from then on (one run has it:
+    # it costs an export; predict --text uses a fresh cache and never builds one)
+    must(["predict", a["run-lora"], "--file", data["test"], "--output", root / "cached.jsonl"])
+    assert (a["run-lora"] / ONNX_CACHE).is_dir()
+    feed = toy_rows(16, 2).assign(date=[f"2026-01-{1 + i % 4:02d}" for i in range(16)])
+    feed.to_csv(root / "feed.csv", index=False)
+    data["feed"] = root / "feed.csv"
     a["adapted"] = root / "adapted"
     must(["adapt", "--model", model, "--corpus", data["train"], "--output", a["adapted"], "--max-steps", "2",
           "--batch-size", "8", "--block-size", "32", "--precision", "no", "--report-to", "none"])
@@ -126,18 +140,29 @@ class Reader:
 
 
 def predictions(path: Path) -> list:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [(r["label"], *(round(v, 4) for k, v in sorted(r.items()) if k.startswith("p_"))) for r in rows]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]  # (ONNX Runtime or PyTorch: 1e-3 apart)
+    return [(r["label"], *(round(v, 3) for k, v in sorted(r.items()) if k.startswith("p_"))) for r in rows]
+
+
+def predict_args(env: Env, art: Path, out: Path) -> list:
+    texts = [x for t in toy_rows(16, 2)["text"] for x in ("--text", t)]
+    return ["predict", art, *texts, "--output", out]
+
+
+def reference(env: Env, key: tuple, make: Callable):
+    """A command's output on the undamaged artefact, made at first use."""
+    if key not in env.reference:
+        env.reference[key] = make()
+    return env.reference[key]
 
 
 def reference_predictions(env: Env, kind: str) -> list:
-    """What `predict` answers on the test file from the undamaged artefact (an export answers as its run)."""
-    key = ("predict", kind)
-    if key not in env.reference:
+    """What `predict` answers from the undamaged artefact (an export answers as its run)."""
+    def make():
         out = env.root / f"reference-{kind}.jsonl"
-        must(["predict", env.artefacts[kind], "--file", env.data["test"], "--output", out])
-        env.reference[key] = predictions(out)
-    return env.reference[key]
+        must(predict_args(env, env.artefacts[kind], out))
+        return predictions(out)
+    return reference(env, ("predict", kind), make)
 
 
 def check_predict(env, kind, art, work):
@@ -147,10 +172,25 @@ def check_predict(env, kind, art, work):
 
 def check_export(env, kind, art, work):
     out = work / "predict-export.jsonl"
-    code, output, escaped = invoke(["predict", work / "out", "--file", env.data["test"], "--output", out])
+    code, output, escaped = invoke(predict_args(env, work / "out", out))
     if code != 0:
         return f"the export does not load: {output.strip()[-300:]}"
     return None if predictions(out) == reference_predictions(env, kind) else "the export predicts otherwise"
+
+
+def monitor_args(env, art, out):
+    return ["monitor", env.data["feed"], "--run", art, "--output", out, "--bootstrap", "0",
+            "--engine", "torch"]  # torch: auto would export a run without a cached graph to ONNX first (slow)
+
+
+def check_monitor(env, kind, art, work):
+    def make():
+        ref = env.root / f"reference-monitor-{kind}"
+        ref.mkdir()
+        must(monitor_args(env, env.artefacts[kind], ref / "out"))
+        return (ref / "out" / "index.csv").read_text()
+    return None if (work / "out" / "index.csv").read_text() == reference(env, ("monitor", kind), make) else \
+        "index.csv differs"
 
 
 def tuned_scores(path: Path) -> dict:
@@ -196,8 +236,9 @@ def check_search(env, kind, art, work):
 
 
 READERS = {
-    "predict": Reader(lambda env, art, work: ["predict", art, "--file", env.data["test"], "--output",
-                                              work / "out.jsonl"], check_predict, lambda work: [work / "out.jsonl"]),
+    "predict": Reader(lambda env, art, work: predict_args(env, art, work / "out.jsonl"), check_predict,
+                      lambda work: [work / "out.jsonl"]),
+    "monitor": Reader(lambda env, art, work: monitor_args(env, art, work / "out"), check_monitor),
     "export": Reader(lambda env, art, work: ["export", art, "--output", work / "out"], check_export),
     "tune --model": Reader(tune_model_args, check_tune_model),
     "tune --resume": Reader(lambda env, art, work: [*resume_args(env, art), "--resume", "latest"], check_resume,
@@ -207,11 +248,11 @@ READERS = {
 }
 # which commands read which artefact kind
 READ_BY = {
-    "run-full": ("predict", "export", "tune --model"),
-    "run-lora": ("predict", "export"),
-    "run-adapter": ("predict", "export"),
-    "export-hf": ("predict", "export", "tune --model"),
-    "export-onnx": ("predict", "export"),
+    "run-full": ("predict", "export", "tune --model", "monitor"),
+    "run-lora": ("predict", "export", "monitor"),
+    "run-adapter": ("predict", "export", "monitor"),
+    "export-hf": ("predict", "export", "tune --model", "monitor"),
+    "export-onnx": ("predict", "export", "monitor"),
     "adapted": ("tune --model",),
     "interrupted": ("tune --resume",),
     "study": ("search continuing",),
@@ -323,6 +364,7 @@ WRITERS = {
                                  "--output", f"{out}.jsonl"],
     "bench": lambda env, out: grid_args(env, out),
     "search": lambda env, out: search_args(env, out),
+    "monitor": lambda env, out: monitor_args(env, env.artefacts["run-full"], out),
 }
 
 
