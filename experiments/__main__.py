@@ -1,4 +1,4 @@
-"""python -m experiments run ID [--dry-run] | tables [--check] | list"""
+"""Run an experiment's commands, or regenerate every table from the result files (experiments/INDEX.md)."""
 
 from __future__ import annotations
 
