@@ -28,6 +28,7 @@ from .metrics import classification_metrics, headline
 
 CHUNK_ROWS = 8192  # rows read, sorted and scored at a time
 ENGINES = ("auto", "torch", "onnx")
+TEXT_COLUMNS = ("text", "sentence", "sentence1")  # a --file's text column, unless --text-column names it
 ONNX_CACHE = "onnx-cache"  # inside the run directory
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -249,6 +250,33 @@ def read_chunks(file: str):
         raise UserError(f"cannot parse {p}: {str(e).splitlines()[0][:200]}") from None
 
 
+def check_file_first(run_dir: Path, p: Path, text_column, label_column) -> None:
+    """What a --file can get wrong, said before a model loads (or is exported to ONNX for it): for CSV/TSV the
+    delimiter, a column named twice, no rows, the text column, and the labels of its first chunk against the
+    run's (a later chunk's unknown label is still caught, when it is read)."""
+    from .data.frames import map_labels, pick_column
+    from .data.readers import check_file, check_header
+
+    check_file(p, "--file")
+    name = p.name.lower().removesuffix(".gz")
+    if not name.endswith((".csv", ".tsv")):
+        return
+    sep = "\t" if name.endswith(".tsv") else ","
+    check_header(p, sep)
+    import pandas as pd
+
+    try:
+        first = pd.read_csv(p, sep=sep, nrows=CHUNK_ROWS, encoding="utf-8-sig", keep_default_na=False, dtype=str)
+    except Exception:  # noqa: BLE001 (read_chunks reads it again and says what is wrong in one line)
+        return
+    pick_column(first, text_column, TEXT_COLUMNS, "text", str(p))
+    label_col = label_column or "label"
+    if label_col in first.columns and (run_dir / "export_info.json").is_file():
+        map_labels(first[label_col], artifacts.export_dir(run_dir)["label_names"], str(p))
+    elif label_col in first.columns and (run_dir / "metrics.json").is_file():
+        map_labels(first[label_col], artifacts.tune_run(run_dir)["label_names"], str(p))
+
+
 def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_column=None, label_column=None,
                 output=None, batch_size=64, int8=False, engine="auto", log=None):
     import pandas as pd
@@ -270,11 +298,7 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     if output and not Path(output).resolve().parent.is_dir():
         raise UserError(f"--output {output}: its directory does not exist (create it first)")
     if file:
-        from .data.readers import check_file, check_header
-        check_file(Path(file), "--file")
-        name = Path(file).name.lower().removesuffix(".gz")
-        if name.endswith((".csv", ".tsv")):  # the delimiter, the columns, rows under the header: before the model
-            check_header(Path(file), "\t" if name.endswith(".tsv") else ",")
+        check_file_first(Path(run_dir), Path(file), text_column, label_column)
     t_start = time.perf_counter()
     # a few --text lines would not repay an export's one-off cost: they use a cached one, or PyTorch
     model, tokenizer, info, used = load_engine(run_dir, engine, build=bool(file) or engine == "onnx", log=log)
@@ -290,7 +314,7 @@ def run_predict(run_dir, *, texts=None, file=None, text_column=None, text_pair_c
     bar = tqdm(desc="predict", unit=" texts", disable=not file, dynamic_ncols=True, delay=1)
     try:
         for df in chunks:
-            col = pick_column(df, text_column, ("text", "sentence", "sentence1"), "text", file or "--text")
+            col = pick_column(df, text_column, TEXT_COLUMNS, "text", file or "--text")
             pairs = None
             if text_pair_column:
                 if text_pair_column not in df.columns:

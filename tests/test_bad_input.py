@@ -79,6 +79,14 @@ CASES = [
          ("unknown label 'sideways' in unseen-label.csv", "known labels: negative, positive")),
     Case(f"{TUNE} --train-file one-class.csv", "a training set with a single class",
          ("one-class.csv", "only one label ('positive')", "at least 2")),
+    Case(f"{TUNE} --train-file scores.csv", "labels that are scores (0.00-0.99), not classes",
+         ("scores.csv", "scores, not classes", "bin the scores")),
+    Case(f"{TUNE} --train-file twice.csv", "a column name given twice in the header",
+         ("twice.csv", "column 'label' appears twice")),
+    Case(f"{TUNE} --train-file numbers.csv", "a text column with no letters in any row",
+         ("numbers.csv", "no letters", "--text-column")),
+    Case(f"{TUNE} --train-file tabs.csv", "a tab-separated file named .csv", ("tabs.csv looks tab-separated", ".tsv")),
+    Case(f"{TUNE} --output train.csv/run", "an output below a regular file", ("train.csv, which is a file",)),
     Case("tune --task some-org/some-dataset", "a hub dataset while the Hub is unreachable",
          ("could not load hub dataset 'some-org/some-dataset'", "--train-file")),
     # ---------------------------------------------------------------- model directories
@@ -108,6 +116,10 @@ CASES = [
     Case("predict missing-run --text hi", "a run directory that does not exist", ("run directory not found: missing-run",)),
     Case("predict run --text hi --output no/such/dir/p.csv", "predict --output in a missing directory",
          ("its directory does not exist",)),
+    Case("predict run --file header-only.csv", "predict on a file with a header and no rows",
+         ("header-only.csv has no rows",)),
+    Case("predict cut-metrics-run --text hi", "a run whose metrics.json was cut short",
+         ("cut-metrics-run/metrics.json", "not valid JSON", "train it again")),
     Case("predict run --file latin1.csv --output preds.csv", "predict on a CSV that is not UTF-8",
          ("latin1.csv is not UTF-8", "line 4")),
     Case("predict run --file reviews.csv --output preds.csv", "predict on a file without a text column",
@@ -167,6 +179,11 @@ def make_inputs(d: Path) -> Path:
     rows = toy_rows(20, 5)
     rows["label"] = "positive"
     rows.to_csv(d / "one-class.csv", index=False)
+    rows = toy_rows(40, 6)  # columns that are not what they claim
+    rows.assign(label=[f"0.{i:02d}" for i in range(40)]).to_csv(d / "scores.csv", index=False)
+    rows.assign(stars=rows["label"]).to_csv(d / "twice.csv", index=False, header=["text", "label", "label"])
+    rows.assign(text=[f"{1000 + 7 * i} {i / 8:.3f}" for i in range(40)]).to_csv(d / "numbers.csv", index=False)
+    rows.to_csv(d / "tabs.csv", index=False, sep="\t")
     shutil.copy(d / "train.csv", d / "unreadable.csv")
     (d / "unreadable.csv").chmod(0)
     (d / "empty.txt").write_text("\n\n")
@@ -189,6 +206,9 @@ def make_inputs(d: Path) -> Path:
     _finished_run(d)
     shutil.copytree(d / "run", d / "corrupt-run")
     (d / "corrupt-run" / "model.safetensors").write_bytes(os.urandom(64))
+    shutil.copytree(d / "run", d / "cut-metrics-run")
+    metrics = d / "cut-metrics-run" / "metrics.json"
+    metrics.write_bytes(metrics.read_bytes()[: metrics.stat().st_size // 2])
     return d
 
 

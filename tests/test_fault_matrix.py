@@ -457,3 +457,31 @@ def test_text_column_without_letters_is_refused(env, tmp_path):
 def test_tab_separated_file_named_csv_is_named_as_such(env, tmp_path):
     train = toy_with(tmp_path, "tabs.tab.csv", text=[f"{t}, and more" for t in toy_rows(60, 7)["text"]])
     assert_one_line(*tune_on(env, train, tmp_path), "tabs.tab.csv", "tab-separated", ".tsv")
+
+
+# ---------------------------------------------------------------- the real command, as a user runs it
+def all_rows(env: Env) -> list[tuple[str, str, str, str]]:
+    return [(kind, command, rel, damage) for kind, command in PAIRS for rel in artefact_files(env.artefacts[kind])
+            for damage in DAMAGES]
+
+
+def test_a_sample_of_rows_in_a_subprocess_never_shows_a_traceback(env, tmp_path):
+    """CliRunner catches what escapes; the real entry point must print one line itself. One seeded row for each
+    of 4 commands that read artefacts (each subprocess pays ~5 s of imports: a sample, not the matrix)."""
+    rows = all_rows(env)
+    rng = random.Random(26)
+    commands = rng.sample(sorted({c for _, c in PAIRS}), 4)
+    sample = [rng.choice([r for r in rows if r[1] == command]) for command in commands]
+    for i, (kind, command, rel, damage) in enumerate(sample):
+        work = tmp_path / f"{i}"
+        work.mkdir()
+        art = work / kind
+        shutil.copytree(env.artefacts[kind], art)
+        DAMAGES[damage](art / rel, random.Random(f"{kind}/{rel}/{damage}"))
+        args = [str(a) for a in READERS[command].args(env, art, work)]
+        r = subprocess.run([sys.executable, "-m", "peftbert.cli", *args], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        row = f"{kind}/{rel} {damage} -> {command}"
+        assert "Traceback" not in r.stderr, f"{row}:\n{r.stderr[-2000:]}"
+        if r.returncode != 0:
+            assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: "), (row, r.stderr)

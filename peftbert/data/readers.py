@@ -50,6 +50,8 @@ def read_table(path: str | Path, *, glue_tsv: bool = False, header: bool = True,
             df = pd.read_csv(p, sep=sep, quoting=quoting, encoding="utf-8-sig", keep_default_na=False,
                              header=0 if header else None, names=names, dtype=str if glue_tsv else None,
                              on_bad_lines="error")
+    except UserError:  # check_header's, already one line
+        raise
     except UnicodeDecodeError:
         raise not_utf8(p) from None
     except Exception as e:  # pandas raises many types; the user needs only the first line
