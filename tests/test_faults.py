@@ -182,3 +182,47 @@ def test_file_size_limit_while_saving_is_one_line_and_keeps_the_checkpoint(tiny_
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted(complete)
     assert peftbert(*base, "--resume", "latest").returncode == 0  # space again: it finishes
     assert json.loads((out / "metrics.json").read_text())["steps"] == 15
+
+
+class Killed(BaseException):
+    """What SIGKILL leaves, in process: nothing after it runs (no `except` of the loop's catches a BaseException)."""
+
+
+@pytest.mark.parametrize("stage", ["weights", "state"])
+def test_kill_during_a_checkpoint_write_resumes_from_the_previous_checkpoint(tiny_bert, toy_files, tmp_path,
+                                                                              monkeypatch, stage):
+    """The second checkpoint's write stops part way, deterministically (a real kill lands there only now and
+    then): `weights`, its weights half written and nothing else; `state`, Accelerate's files whole and the
+    loop's state only as a cut temporary file. `--resume latest` skips it, resumes from the first checkpoint
+    and ends where the uninterrupted run ends."""
+    from accelerate import Accelerator
+
+    sets = ["train.epochs=3", "train.save_every=4", "train.lr=1e-3"]
+    straight = run_tune(make_config(tiny_bert, toy_files, "full", tmp_path / "straight", sets), log=lambda *a: None)
+    out = tmp_path / "killed"
+    real_save, calls = Accelerator.save_state, []
+
+    def save_state(self, *a, **kw):
+        calls.append(self.project_configuration.iteration)
+        if len(calls) != 2:
+            return real_save(self, *a, **kw)
+        ckpt = out / "checkpoints" / f"checkpoint_{calls[-1]}"
+        if stage == "weights":
+            ckpt.mkdir(parents=True)
+            weights = (out / "checkpoints" / f"checkpoint_{calls[0]}" / "model.safetensors").read_bytes()
+            (ckpt / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+        else:
+            real_save(self, *a, **kw)
+            (ckpt / f"trainer_state.json.{os.getpid()}.tmp").write_text('{"step": ')
+        raise Killed
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    cfg = make_config(tiny_bert, toy_files, "full", out, sets)
+    with pytest.raises(Killed):
+        run_tune(cfg, log=lambda *a: None)
+    assert not (out / "checkpoints" / "checkpoint_8" / "trainer_state.json").exists()
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    resumed = run_tune(cfg, resume="latest", log=lambda *a: None)
+    assert resumed["validation"] == straight["validation"] and resumed["steps"] == straight["steps"]
+    same_weights(AutoModelForSequenceClassification.from_pretrained(tmp_path / "straight").state_dict(),
+                 AutoModelForSequenceClassification.from_pretrained(out).state_dict())
