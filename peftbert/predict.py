@@ -118,6 +118,8 @@ def load_engine(run_dir, engine: str = "auto", int8: bool = False, build: bool =
     if engine not in ENGINES:
         raise UserError(f"--engine must be one of {'|'.join(ENGINES)}, got {engine!r}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if engine != "torch" and (ready := fresh_onnx(Path(run_dir), int8)):
+        return (*ready, "onnx")
     model, tokenizer, info = load_run(Path(run_dir), merge=True)
     if info.get("format") == "onnx":  # an export directory: its own graphs
         return (load_export(Path(run_dir), True)[0] if int8 else model), tokenizer, info, "onnx"
@@ -132,6 +134,32 @@ def load_engine(run_dir, engine: str = "auto", int8: bool = False, build: bool =
     return (quantize_int8(model) if int8 else model), tokenizer, info, "torch"
 
 
+def fresh_onnx(run_dir: Path, int8: bool):
+    """(ONNX session, tokenizer, info) from a cache that matches the run, without loading the PyTorch model
+    (the slowest part of start-up); None when there is no such cache or it does not load (load_engine then
+    loads the model, and rebuilds the cache)."""
+    import importlib.util
+
+    cache = run_dir / ONNX_CACHE
+    stamp = cache / "fingerprint.txt"
+    if (importlib.util.find_spec("onnxruntime") is None or (run_dir / "export_info.json").exists()
+            or not (run_dir / "metrics.json").is_file() or not (cache / "config.json").is_file()
+            or not stamp.is_file() or stamp.read_bytes().strip() != run_fingerprint(run_dir).encode()
+            or (int8 and not (cache / "model_quantized.onnx").is_file())):
+        return None
+    from transformers import AutoConfig
+
+    from .models import load_tokenizer
+    from .onnx_runtime import OnnxClassifier
+
+    try:
+        info = artifacts.tune_run(run_dir)
+        session = OnnxClassifier(cached_graph(cache, int8), AutoConfig.from_pretrained(cache))
+        return session, load_tokenizer(str(run_dir)), info
+    except (UserError, OSError, ValueError):
+        return None
+
+
 def cached_onnx(run_dir: Path, model, tokenizer, int8: bool, build: bool, log):
     """The run's ONNX graph from RUN/onnx-cache, exported (and parity-checked) first when missing or stale."""
     from .onnx_runtime import OnnxClassifier, check_onnx_installed
@@ -144,6 +172,8 @@ def cached_onnx(run_dir: Path, model, tokenizer, int8: bool, build: bool, log):
         if not build:
             raise UserError("no ONNX export cached for this run yet")
         build_onnx_cache(run_dir, fingerprint, model, tokenizer, log)
+    if not (cache / "config.json").is_file():  # what fresh_onnx reads to serve without the PyTorch model
+        model.config.save_pretrained(cache)
     try:
         return OnnxClassifier(cached_graph(cache, int8), model.config)
     except UserError:  # a damaged cache (a disk error, a copy cut short) is rebuilt once, not reported forever
@@ -170,6 +200,7 @@ def build_onnx_cache(run_dir: Path, fingerprint: str, model, tokenizer, log) -> 
         diff = parity(model, OnnxClassifier(tmp / "model.onnx", model.config), tokenizer)
         if diff > PARITY_ATOL:
             raise UserError(f"the ONNX graph differs from PyTorch by {diff:.1e} in the logits")
+        model.config.save_pretrained(tmp)
         (tmp / "fingerprint.txt").write_text(fingerprint + "\n")
         shutil.rmtree(cache, ignore_errors=True)
         tmp.rename(cache)

@@ -75,3 +75,15 @@ def test_a_damaged_cache_is_rebuilt(lora_run, toy_files, tmp_path):
     (lora_run / ONNX_CACHE / "model.onnx").write_bytes(b"not a graph")
     rows, out = predict(lora_run, toy_files, tmp_path / "b.jsonl")
     assert "exporting the run to ONNX once" in out and "ONNX Runtime" in out and len(rows) == 40
+
+
+def test_a_fresh_cache_serves_without_loading_the_pytorch_model(lora_run, toy_files, tmp_path, monkeypatch):
+    want, _ = predict(lora_run, toy_files, tmp_path / "a.jsonl")  # builds or reuses the cache
+    assert (lora_run / ONNX_CACHE / "config.json").is_file()
+
+    def no_torch_model(*a, **k):
+        raise AssertionError("the PyTorch model was loaded")
+
+    monkeypatch.setattr("peftbert.predict.load_run", no_torch_model)
+    rows, out = predict(lora_run, toy_files, tmp_path / "b.jsonl")
+    assert rows == want and "ONNX Runtime" in out
