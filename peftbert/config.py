@@ -378,6 +378,8 @@ class AdaptArgs:
     head_warmup_steps: int = field(default=0, metadata={"help": "train only the MLM head this many steps first"})
     head_warmup_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head warm-up"})
     nsp: bool = field(default=False, metadata={"help": "add BERT's next-sentence objective on segment pairs"})
+    select: int | None = field(default=None, metadata={
+        "help": "keep only the N corpus lines nearest --task's training texts (kNN-selected TAPT)"})
     probe_task: str | None = field(default=None, metadata={
         "help": "score a linear probe for this task (its validation split) at every evaluation"})
     probe_rows: int = field(default=1000, metadata={"help": "training rows the probe is fitted on, at most"})
@@ -389,7 +391,7 @@ class AdaptArgs:
     def __post_init__(self):
         check_choice(self, "method", ("full", "lora"))
         check_positive(self, "head_warmup_lr", "probe_rows")
-        check_positive_or_none(self, "max_tokens", "max_heldout_tokens")
+        check_positive_or_none(self, "max_tokens", "max_heldout_tokens", "select")
         if self.block_size < 8:
             raise UserError(f"adapt.block_size must be >= 8, got {self.block_size}")
         if not 0 < self.mlm_probability < 1 or not 0 < self.heldout_fraction < 1:
@@ -466,6 +468,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
         raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
     if cfg.train.batching == "packed":
         raise UserError("adapt packs its blocks already: set train.batching to random (or grouped), not packed")
+    if cfg.adapt.select and not (cfg.task and (cfg.domain or cfg.corpus)):
+        raise UserError("adapt.select picks corpus text near a task's: pass --task NAME and --domain or --corpus")
     if not (cfg.domain or cfg.corpus or cfg.task):
         raise UserError("nothing to adapt on: pass --domain finance, --corpus FILE (repeatable) or --task NAME")
     return cfg

@@ -4,11 +4,18 @@ import gzip
 import json
 
 import pandas as pd
+import pytest
+import torch
+
+from conftest import FILLER, NEG, POS
 
 from peftbert.commands.adapt import run_adapt
 from peftbert.data.corpus import Source
 from peftbert.data.decontaminate import decontaminate, normalise
+from peftbert.data.select import nearest_lines
 from peftbert.data.tasks import SAMPLE_DIR
+from peftbert.errors import UserError
+from peftbert.models import load_tokenizer
 from test_adapt import config, corpus, quiet  # noqa: F401  (corpus: a fixture)
 
 
@@ -34,3 +41,33 @@ def test_adapt_drops_a_planted_test_sentence(tiny_bert, corpus, tmp_path):
     assert m["decontaminated"] == {"tasks": ["finance-sample"], "dropped_lines": 1, "dropped_sentences": 1}
     assert json.loads((out / "metrics.json").read_text())["decontaminated"]["dropped_lines"] == 1
     assert m["sources"][0]["documents"] == 61  # 60 toy documents and the one that kept its other sentences
+
+
+class BagOfWords(torch.nn.Module):
+    """An encoder whose mean-pooled states are a text's bag of words: cosine similarity is word overlap."""
+
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.config = type("Config", (), {"hidden_size": vocab_size})()
+        self.words = torch.nn.Embedding.from_pretrained(torch.eye(vocab_size))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return (self.words(input_ids) * (input_ids > 4).unsqueeze(-1),)  # [PAD], [CLS], [SEP]... count nothing
+
+
+def test_select_keeps_the_corpus_lines_nearest_the_task(tiny_bert):
+    """kNN-TAPT: each task text's nearest lines first, round-robin, distinct, until N."""
+    tokenizer = load_tokenizer(str(tiny_bert))
+    market = [f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)]
+    filler = [" ".join(FILLER[i:i + 3]) for i in range(len(FILLER) - 2)]  # no word of the task
+    sources = [Source("s", "s", [[line] for line in filler + market])]
+    task = [f"{p} {n}" for p, n in zip(POS[:3], NEG[:3])]
+    picked = nearest_lines(sources, task, 3, BagOfWords(tokenizer.vocab_size), tokenizer)
+    assert [doc[0] for doc in picked.documents] == market[:3]
+    assert len(nearest_lines(sources, task, 1000, BagOfWords(tokenizer.vocab_size), tokenizer).documents) == len(
+        market + filler)  # N above the corpus: all of it, once each
+
+
+def test_select_needs_a_task_and_a_corpus(tiny_bert, tmp_path):
+    with pytest.raises(UserError, match="--task NAME and --domain or --corpus"):
+        config(tiny_bert, [], tmp_path / "o", select=10)

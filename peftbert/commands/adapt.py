@@ -48,8 +48,24 @@ def collect_sources(cfg: AdaptConfig):
                             "set PEFTBERT_DATA_DIR or pass --data-dir")
     sources = load_corpus(specs, data_dir=ddir, text_column=cfg.text_column)
     if cfg.task:
-        sources.append(task_source(cfg.task, cfg.data_dir, cfg.train.seed))
+        task = task_source(cfg.task, cfg.data_dir, cfg.train.seed)
+        if cfg.adapt.select:
+            sources = [select_near(sources, task, cfg)]
+        sources.append(task)
     return sources
+
+
+def select_near(sources, task, cfg: AdaptConfig):
+    """The adapt.select corpus lines nearest the task's training texts, embedded by the model being adapted."""
+    from transformers import AutoModel
+
+    from ..data.select import nearest_lines
+    from ..models import load_tokenizer, resolve_model
+
+    path = resolve_model(cfg.model)
+    model = AutoModel.from_pretrained(path).eval()
+    texts = [line for doc in task.documents for line in doc]
+    return nearest_lines(sources, texts, cfg.adapt.select, model, load_tokenizer(path))
 
 
 def evaluator(acc, heldout: dict, batch_size: int, probe=None):
