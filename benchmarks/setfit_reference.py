@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,10 +34,12 @@ def run_one(task_name: str, per_class: int, seed: int, out: Path) -> dict:
     model_path = resolve_model("minilm")
     model = SetFitModel.from_pretrained(model_path)
     train = Dataset.from_dict({"text": task.train["text"].tolist(), "label": task.train["label"].tolist()})
-    trainer = Trainer(model=model, args=TrainingArguments(seed=seed, report_to="none"), train_dataset=train)
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as scratch:  # SetFit's checkpoints (default: ./checkpoints), not kept
+        args = TrainingArguments(seed=seed, report_to="none", output_dir=scratch)
+        trainer = Trainer(model=model, args=args, train_dataset=train)
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
 
     def score(frame):
         preds = model.predict(frame["text"].tolist(), as_numpy=True)
