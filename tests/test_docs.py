@@ -16,8 +16,9 @@ PACKAGE = ROOT / "peftbert"
 MAX_README_LINES = 250
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # inline markdown links: [text](target)
-# Blocks a script writes from result files or real runs; the prose around them is typed by hand.
-GENERATED = re.compile(r"<!-- (results|bad-input):begin -->.*?<!-- \1:end -->", re.S)
+# Blocks a script writes from result files or real runs (<!-- NAME:begin --> ... <!-- NAME:end -->: the results
+# table, the bad-input and damaged-artefact tables); the prose around them is typed by hand.
+GENERATED = re.compile(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", re.S)
 # What a typed-in measurement looks like: a score with 3+ decimals, a fractional percentage, "± 0.01".
 MEASUREMENT = re.compile(r"(?<![\w.])\d\.\d{3,}(?![\w.])|(?<![\w.])\d+\.\d+%|±\s*\d")
 
