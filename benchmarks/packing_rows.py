@@ -13,7 +13,6 @@ rows part empty. Five interleaved rounds; the median round's mean ms per step.
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from peftbert.data.packing import PackedCollator, packed_forward
 from peftbert.fast_dropout import cpu_fast_dropout
 from peftbert.hardware import auto_precision
 from peftbert.models import load_classifier, resolve_model
+from table_file import save_table  # benchmarks/ (this script's folder)
 
 ROWS = (1, 32, 64, 128, 256)
 
@@ -79,10 +79,7 @@ def main():
              "| layout | ms per step | vs padded random batches |", "|---|---|---|"]
     for name, ts in times.items():
         lines.append(f"| {name} | {statistics.median(ts):.1f} | {base / statistics.median(ts):.2f}x |")
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/speed-cpu/packing-rows.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_table(lines, "runs/speed-cpu/packing-rows.md")
 
 
 if __name__ == "__main__":
