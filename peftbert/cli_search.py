@@ -19,6 +19,13 @@ def run(
     overwrite: bool = Option(False, help="replace an existing search in --output instead of continuing it"),
     recipe: Optional[str] = Option(None, help="YAML recipe every trial starts from (default: tune's)"),
     cpu: bool = Option(False, help="train on the CPU even when a GPU is present"),
+    storage: Optional[str] = Option(None, help="shared study for workers on many processes or machines: "
+                                    "journal:PATH or a database URL (postgresql://, mysql://, sqlite:///)"),
+    study: str = Option("peftbert", help="study name inside --storage (one database can hold several searches)"),
+    workers: int = Option(1, help="start N worker processes here on one study (a journal in --output unless "
+                          "--storage), each with its share of the cores"),
+    heartbeat: float = Option(30.0, help="seconds between a worker's signs of life; a trial silent for 4 of them "
+                              "is run again by another worker"),
     set_: Optional[List[str]] = Option(None, "--set", help="fix a recipe key in every trial, e.g. --set lora.r=16"),
 ):
     """Search a method's hyper-parameters with Optuna on validation; write a trials table and the best recipe."""
@@ -27,7 +34,7 @@ def run(
     import yaml
 
     from .config import deep_merge, parse_set
-    from .search import resolve_space, run_search
+    from .search import masked, resolve_space, run_search
 
     values = deep_merge(values, parse_set(set_))
     if show_space:
@@ -37,7 +44,8 @@ def run(
     # as typed (cli.OneLineErrors keeps it), less --overwrite: the recorded command continues the study
     argv = [a for a in ctx.meta.get("peftbert.argv", ["search"]) if a not in ("--overwrite", "--no-overwrite")]
     run_search(values, recipe=recipe, space_file=space, trials=trials, minutes=minutes, output=output,
-               overwrite=overwrite, prune=prune, cpu=cpu, command=shlex.join(["peftbert", *argv]))
+               overwrite=overwrite, prune=prune, cpu=cpu, storage=storage, study_name=study, workers=workers,
+               heartbeat=heartbeat, argv=argv, command=shlex.join(["peftbert", *map(masked, argv)]))
 
 
 search = command(run, tune_flags(skip=("output",)))

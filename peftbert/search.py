@@ -8,10 +8,13 @@ score can leak into the choice. Optuna's median pruner stops a trial whose valid
 median of earlier trials at the same share of their schedule (reported as percent of steps done, so a 10-epoch
 trial is compared with others at its 20%, not at its second epoch), from 30% on.
 
-The study lives in OUTPUT/study.db (Optuna's SQLite storage): the same command again continues it up to
---trials, and a trial killed mid-run is run again with the same settings. After every trial the reports are
-rewritten: trials.csv (Optuna's dataframe), trials.md and best.yaml, the best trial's recipe, which
-`peftbert tune --recipe OUTPUT/best.yaml` trains and scores on the test set.
+The study lives in OUTPUT/study.db (Optuna's SQLite storage, one process at a time): the same command again
+continues it up to --trials, and a trial killed mid-run is run again with the same settings. With --storage
+(journal:PATH or a database URL) or --workers N, the same command on many processes or machines works on one
+study: Optuna's storage hands each trial to one worker, a trial whose worker stops beating is run again once by
+another, and each worker stops when the study holds --trials finished trials. After every trial the worker that
+ran it rewrites the reports (each file replaced whole): trials.csv (Optuna's dataframe), trials.md and best.yaml,
+the best trial's recipe, which `peftbert tune --recipe OUTPUT/best.yaml` trains and scores on the test set.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 from . import artifacts
+from .artifacts import first_line
 from .config import SELECTION_METRICS, TuneConfig, deep_merge, renamed
 from .errors import TrainingDiverged, UserError
 from .methods import get_method
@@ -35,6 +42,9 @@ PRUNE_FROM_PERCENT = 30  # no trial is pruned before this share of its steps (wa
 NOT_SEARCHABLE = {"train.seed", "train.metric", "train.save_every", "train.log_every", "train.report_to",
                   "train.eval_every", "train.max_steps"}
 SEARCHABLE_DATA = {"data.max_length"}  # the other data settings pick the rows a trial is scored on
+WORKER_ENV = "PEFTBERT_SEARCH_WORKER"  # set in the processes --workers starts: each runs trials, none starts more
+BEAT = "peftbert:beat"  # a running trial's last sign of life (time.time()), in its system attrs
+STALE_BEATS = 4  # a RUNNING trial silent for this many --heartbeat intervals has lost its worker
 SPACE_EXAMPLE = "train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}  or  lora.r: {choices: [8, 16]}"
 
 
@@ -190,9 +200,9 @@ def check_search_dir(out: Path) -> None:
 
 
 def clear_search_dir(out: Path) -> None:
-    """--overwrite, under the lock: everything but the lock file itself (a running search would hold it)."""
+    """--overwrite, under the lock: everything but the lock files themselves (a running search would hold them)."""
     for entry in out.iterdir():
-        if entry.name != "search.lock":
+        if entry.name not in ("search.lock", "search.setup.lock"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
@@ -206,10 +216,24 @@ def resolve_space(values: dict, recipe: str | None, space_file: str | None) -> t
     return base, space
 
 
+def check_options(trials: int, minutes: float | None, workers: int, heartbeat: float) -> None:
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1, got {trials}")
+    if minutes is not None and not minutes > 0:
+        raise UserError(f"--minutes must be a positive number, got {minutes}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if not heartbeat > 0:
+        raise UserError(f"--heartbeat must be a positive number of seconds, got {heartbeat}")
+
+
 def run_search(values: dict, *, recipe: str | None, space_file: str | None, trials: int, minutes: float | None,
                output: str, overwrite: bool = False, prune: bool = True, cpu: bool = False, command: str = "",
-               log=print) -> dict:
-    """Run (or continue) a search; returns {"best_trial", "best_value", "trials"} and writes the reports."""
+               storage: str | None = None, study_name: str = STUDY, workers: int = 1, heartbeat: float = 30.0,
+               argv: list[str] | None = None, log=print) -> dict:
+    """Run (or continue) a search; returns {"best_trial", "best_value", "trials"} and writes the reports.
+    With a shared storage (--storage, --workers) this process is one worker of the study; `argv` is the
+    command line (less --overwrite) that --workers starts again in each worker process."""
     import optuna
 
     from .commands.tune import preflight, run_tune, tune_config
@@ -217,10 +241,7 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     def build(extra: dict) -> TuneConfig:
         return tune_config(recipe, deep_merge(values, extra))
 
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1, got {trials}")
-    if minutes is not None and not minutes > 0:
-        raise UserError(f"--minutes must be a positive number, got {minutes}")
+    check_options(trials, minutes, workers, heartbeat)
     base, space = resolve_space(values, recipe, space_file)
     kinds = field_types(base, space)
     preflight(base)  # data, model, tokenizer and method: a mistake there is one line now, not a failed trial 0
@@ -228,81 +249,88 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     out = Path(output)
     check_search_dir(out)
     check_writable(out)  # before the first trial trains, not at the study's first write
-    if not overwrite:  # a study to continue: its database whole, or one line before any trial
-        artifacts.study(out)
+    store = storage_spec(storage, workers, out)
+    shared = store is not None  # several processes (here or on other machines) may work on the study
     out.mkdir(parents=True, exist_ok=True)
-    with search_lock(out):
-        if overwrite:
-            clear_search_dir(out)
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=PRUNE_FROM_PERCENT) if prune
-                  else optuna.pruners.NopPruner())
-        study = optuna.create_study(
-            storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY, load_if_exists=True,
-            direction="maximize" if SELECTION_METRICS[metric] else "minimize", pruner=pruner)
-        # seeded by the run's seed and the trials so far: a continued search draws new points, not the same again
-        study.sampler = optuna.samplers.TPESampler(seed=(base.train.seed + len(study.trials)) % 2**32)
-        settings = json.loads(json.dumps({"run": {**base.to_dict(), "output": None}, "space": space, "prune": prune}))
-        if "settings" not in study.user_attrs:
-            study.set_user_attr("settings", settings)
-            study.set_user_attr("command", command)
-            # trial 0 is the recipe as given (where the space holds its values): the bar the others are read against
-            start = starting_point(base, space)
-            if start:
-                study.enqueue_trial(start, user_attrs={"note": "the starting recipe"})
-        elif upgraded(study.user_attrs["settings"]) != settings:
-            raise UserError(f"{out} holds a search with other settings (run, space or pruning); continue it with "
-                            f"its own command ({study.user_attrs.get('command') or 'see trials.md'}), or pass "
-                            "--overwrite")
-        (out / "trials").mkdir(exist_ok=True)
-        requeue_interrupted(study, out, log)
+    with search_lock(out, exclusive=not shared or overwrite) as lock:
+        if not overwrite and not shared:  # a study to continue: its database whole, or one line before any trial
+            artifacts.study(out)
+        with setup_lock(out):  # workers starting together: one creates the study and queues trial 0
+            if overwrite:
+                clear_search_dir(out)
+            optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial instead
+            pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=PRUNE_FROM_PERCENT) if prune
+                      else optuna.pruners.NopPruner())
+            study = open_study(store, out, study_name, "maximize" if SELECTION_METRICS[metric] else "minimize",
+                               pruner, replace=overwrite)
+            settings = json.loads(json.dumps({"run": {**base.to_dict(), "output": None}, "space": space,
+                                              "prune": prune}))
+            record_settings(study, settings, starting_point(base, space), command, out)
+            (out / "trials").mkdir(exist_ok=True)
+        if shared and overwrite:  # the old study is gone: other workers may join now
+            fcntl_lock(lock, exclusive=False, out=out)
+        if workers > 1 and not os.environ.get(WORKER_ENV):
+            log(f"search {base.method}: {workers} worker processes on {masked(store)}")
+            run_workers(workers, argv or [], log)
+        else:
+            # seeded by the run's seed and the trials so far: a continued search draws new points, not the same
+            # again; a shared study's workers also by their process, or two would draw the same points
+            seed = base.train.seed + len(study.trials) + (os.getpid() if shared else 0)
+            study.sampler = optuna.samplers.TPESampler(seed=seed % 2**32, constant_liar=shared)
+            if not shared:  # the lock says no other process runs a trial: every RUNNING one was interrupted
+                requeue_interrupted(study, out, log)
 
-        def objective(trial) -> float:
-            picked = {key: suggest(trial, key, spec, kinds[key]) for key, spec in space.items()}
-            trial_dir = out / "trials" / f"{trial.number:03d}"
-            cfg = build(deep_merge(nest(picked), {"output": str(trial_dir)}))
-            cfg.train.save_every = None  # trials keep no weights, checkpoints included
+            def objective(trial) -> float:
+                picked = {key: suggest(trial, key, spec, kinds[key]) for key, spec in space.items()}
+                trial_dir = out / "trials" / f"{trial.number:03d}"
+                cfg = build(deep_merge(nest(picked), {"output": str(trial_dir)}))
+                cfg.train.save_every = None  # trials keep no weights, checkpoints included
+                trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
-            reported = set()
+                reported = set()
 
-            def on_evaluate(step: int, total: int, metrics: dict) -> None:
-                percent = int(100 * step / total)  # schedules of different lengths compare at equal progress
-                if step >= total or percent in reported:  # the end is the trial's value, not a reason to prune
-                    return
-                reported.add(percent)
-                trial.report(metrics[metric], percent)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation {metric} {metrics[metric]:.4f} at {percent}% of its steps")
+                def on_evaluate(step: int, total: int, metrics: dict) -> None:
+                    percent = int(100 * step / total)  # schedules of different lengths compare at equal progress
+                    if step >= total or percent in reported:  # the end is the trial's value, not a reason to prune
+                        return
+                    reported.add(percent)
+                    trial.report(metrics[metric], percent)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"validation {metric} {metrics[metric]:.4f} at {percent}% of its "
+                                                 "steps")
 
-            log(f"trial {trial.number}: " + ", ".join(f"{k}={fmt(v)}" for k, v in picked.items()))
-            try:
-                m = run_tune(cfg, overwrite=True, cpu=cpu, on_evaluate=on_evaluate, score_test=False,
-                             save_weights=False, log=lambda *a: None)
-            except (optuna.TrialPruned, TrainingDiverged) as e:  # a diverged trial counts as pruned: search goes on
-                # (the divergence message up to its advice, which is for a lone tune run)
-                trial.set_user_attr("note", str(e).split(";")[0] if isinstance(e, TrainingDiverged) else f"pruned: {e}")
-                shutil.rmtree(trial_dir, ignore_errors=True)  # no half-finished run left behind
-                raise optuna.TrialPruned() from None
-            except KeyboardInterrupt:  # Optuna marks it failed; its settings run first next time
-                shutil.rmtree(trial_dir, ignore_errors=True)
-                study.enqueue_trial(trial.params, user_attrs={**trial.user_attrs, "rerun_of": trial.number})
-                raise
-            for k in ("trainable_percent", "train_seconds", "epochs", "stopped_early"):
-                trial.set_user_attr(k, m[k])
-            return m["validation"][metric]
+                log(f"trial {trial.number}: " + ", ".join(f"{k}={fmt(v)}" for k, v in picked.items()))
+                try:
+                    with beating(trial, heartbeat):
+                        m = run_tune(cfg, overwrite=True, cpu=cpu, on_evaluate=on_evaluate, score_test=False,
+                                     save_weights=False, log=lambda *a: None)
+                except (optuna.TrialPruned, TrainingDiverged) as e:  # a diverged trial counts as pruned
+                    # (the divergence message up to its advice, which is for a lone tune run)
+                    trial.set_user_attr("note", str(e).split(";")[0] if isinstance(e, TrainingDiverged)
+                                        else f"pruned: {e}")
+                    shutil.rmtree(trial_dir, ignore_errors=True)  # no half-finished run left behind
+                    raise optuna.TrialPruned() from None
+                except KeyboardInterrupt:  # Optuna marks it failed; its settings run first next time
+                    shutil.rmtree(trial_dir, ignore_errors=True)
+                    study.enqueue_trial(trial.params, user_attrs={**trial.user_attrs, "rerun_of": trial.number})
+                    raise
+                for k in ("trainable_percent", "train_seconds", "epochs", "stopped_early"):
+                    trial.set_user_attr(k, m[k])
+                return m["validation"][metric]
 
-        def after_trial(study, trial) -> None:
-            done = trial.state.name == "COMPLETE"
-            log(f"trial {trial.number} {trial.state.name.lower()}: " +
-                (f"validation {metric} {trial.value:.4f}" if done else trial.user_attrs.get("note", "")))
-            write_reports(study, out, metric)
+            def after_trial(study, trial) -> None:
+                done = trial.state.name == "COMPLETE"
+                log(f"trial {trial.number} {trial.state.name.lower()}: " +
+                    (f"validation {metric} {trial.value:.4f}" if done else trial.user_attrs.get("note", "")))
+                write_reports(study, out, metric)
 
-        remaining = trials - len(finished(study))
-        if remaining > 0:
-            log(f"search {base.method} on {base.data.task or base.data.train_file}: {remaining} trial(s) to go of "
-                f"{trials}, space: {', '.join(space)}; selection by validation {metric}")
-            study.optimize(objective, n_trials=remaining, timeout=minutes * 60 if minutes else None,
-                           callbacks=[after_trial], gc_after_trial=True)
+            remaining = trials - len(finished(study))
+            if remaining > 0:
+                log(f"search {base.method} on {base.data.task or base.data.train_file}: {remaining} trial(s) to go "
+                    f"of {trials}, space: {', '.join(space)}; selection by validation {metric}")
+            work(study, lambda: study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=True),
+                 trials=trials, deadline=time.time() + minutes * 60 if minutes else None, out=out, log=log,
+                 stale_after=heartbeat * STALE_BEATS if shared else None)
         best = write_reports(study, out, metric)
     if best is None:
         raise UserError(f"no trial of {out} finished (all pruned or diverged); widen the space or lower train.lr")
@@ -311,17 +339,203 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     return {"best_trial": best.number, "best_value": best.value, "trials": len(finished(study))}
 
 
+def work(study, run_one, *, trials: int, deadline: float | None, out: Path, log, stale_after: float | None) -> None:
+    """Run trials one at a time until the study has `trials` finished ones (whichever worker ran them) or the
+    deadline passes. Trials running elsewhere count as on their way; while they are the last ones this worker
+    waits rather than leaving, so a trial whose worker dies is run again here (stale_after: seconds without a
+    sign of life that mark a RUNNING trial dead; None in a single-process study, where none runs elsewhere)."""
+    waiting = False
+    while True:
+        if stale_after is not None:
+            requeue_interrupted(study, out, log, stale_after)
+        done, running = len(finished(study)), len(running_trials(study))
+        if done >= trials or (deadline is not None and time.time() > deadline):
+            return
+        if done + running >= trials:  # one more here would overshoot --trials
+            if not waiting:
+                log(f"waiting for the {running} trial(s) other workers are running (a dead one is run again here)")
+            waiting = True
+            time.sleep(stale_after / STALE_BEATS)
+            continue
+        waiting = False
+        run_one()
+
+
+def storage_spec(storage: str | None, workers: int, out: Path) -> str | None:
+    """The study's storage: --storage as given; else, for --workers (or a study they left in OUT), a journal
+    file in OUT; else None: OUT/study.db, one process at a time."""
+    if storage:
+        return storage
+    journal = out / "study.journal"
+    if workers > 1 or journal.exists():
+        return f"journal:{journal}"
+    return None
+
+
+def masked(spec: str) -> str:
+    """A storage URL as shown and recorded: without its password."""
+    if "://" not in spec or "@" not in spec:
+        return spec
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(spec).render_as_string(hide_password=True)
+    except Exception:  # not a URL after all (an argument that merely looks like one): shown as typed
+        return spec
+
+
+def open_storage(spec: str | None, out: Path):
+    """Optuna's storage for `spec`: journal:PATH (a journal file, for processes on one filesystem), an RDB URL
+    (sqlite:///, postgresql://, mysql://), or None for OUT/study.db."""
+    import optuna
+
+    if spec is None:
+        return optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
+    if spec.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(spec[len("journal:"):])
+        if not path.parent.is_dir():
+            raise UserError(f"--storage {spec}: folder {path.parent} does not exist; create it on a filesystem "
+                            "every worker sees")
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in spec:
+        raise UserError(f"--storage {spec}: expected journal:PATH or a database URL, e.g. "
+                        "postgresql://user@host/db or sqlite:///study.db")
+    # a busy SQLite file under several workers: wait for its lock rather than fail a trial
+    kwargs = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(spec, engine_kwargs=kwargs)
+
+
+def open_study(spec: str | None, out: Path, name: str, direction: str, pruner, *, replace: bool):
+    """The study `name` in its storage, created if new (replace: deleted first, for --overwrite)."""
+    import optuna
+
+    shown = masked(spec) if spec else str(out / "study.db")
+    try:
+        storage = open_storage(spec, out)
+        if replace:
+            with contextlib.suppress(KeyError):  # KeyError: no such study yet
+                optuna.delete_study(study_name=name, storage=storage)
+        return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, direction=direction,
+                                   pruner=pruner)
+    except UserError:
+        raise
+    except ImportError as e:  # (Optuna re-raises SQLAlchemy's ImportError for the driver as its own)
+        missing = getattr(e.__cause__, "name", None) or e.name or "?"
+        raise UserError(f"--storage {shown}: its database driver (Python module {missing}) is not installed; for "
+                        "PostgreSQL: pip install 'peftbert[postgres]'") from None
+    except Exception as e:
+        raise UserError(f"--storage {shown}: cannot open study {name!r} ({first_line(e)}); check the URL, the "
+                        "server and its credentials") from None
+
+
+def record_settings(study, settings: dict, start: dict, command: str, out: Path) -> None:
+    """A new study records its settings and queues trial 0; a continued one must have been made with the same."""
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", settings)
+        study.set_user_attr("command", command)
+        # trial 0 is the recipe as given (where the space holds its values): the bar the others are read against
+        if start:  # (skip_if_exists: two machines' workers, whose setup locks differ, starting at once)
+            study.enqueue_trial(start, user_attrs={"note": "the starting recipe"}, skip_if_exists=True)
+    elif upgraded(study.user_attrs["settings"]) != settings:
+        raise UserError(f"{out} holds a search with other settings (run, space or pruning); continue it with "
+                        f"its own command ({study.user_attrs.get('command') or 'see trials.md'}), or pass "
+                        "--overwrite (or, in a shared --storage, another --study name)")
+
+
+def run_workers(n: int, argv: list[str], log) -> None:
+    """--workers N: this command again in N processes, each a worker on the study set up here, each with its
+    share of the cores; their lines come through here, marked by worker."""
+    import io
+    import subprocess
+    import sys
+    import threading
+
+    env = {**os.environ, WORKER_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # torch's threads per process
+    procs = [subprocess.Popen([sys.executable, "-m", "peftbert.cli", *argv], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for _ in range(n)]
+    log(f"workers started (pids {', '.join(str(p.pid) for p in procs)}), {env['OMP_NUM_THREADS']} thread(s) each")
+
+    def relay(k: int, proc) -> None:
+        for line in io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="\n"):
+            shown = line.rstrip("\n").split("\r")[-1]  # a progress bar's last state, as a terminal shows it
+            if shown.strip():
+                log(f"[worker {k}] {shown}")
+
+    relays = [threading.Thread(target=relay, args=(k, p), daemon=True) for k, p in enumerate(procs, 1)]
+    for t in relays:
+        t.start()
+    try:
+        codes = [p.wait() for p in procs]
+    finally:  # interrupted here: the workers go too (their trials run again when the study continues)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+    for t in relays:
+        t.join()
+    failed = [str(k) for k, code in enumerate(codes, 1) if code != 0]
+    if failed:
+        raise UserError(f"worker {', '.join(failed)} of {n} stopped with an error (its lines above say why); fix "
+                        "it and run the same command to continue the study")
+
+
 @contextlib.contextmanager
-def search_lock(out: Path):
-    """One process per study: a second search on the same --output would fail the first one's live trial."""
+def beating(trial, every: float):
+    """A running trial's sign of life: the time, in its system attrs, every `every` seconds, so that other
+    workers can tell a trial whose worker died (killed, out of memory, a lost node) from a slow one.
+    (Optuna's own heartbeat exists for RDB storages only, not the journal file.)"""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a missed beat fails no trial: the next one may get through
+                trial.storage.set_trial_system_attr(trial._trial_id, BEAT, time.time())
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fcntl_lock(f, *, exclusive: bool, out: Path) -> None:
     import fcntl
 
-    with open(out / "search.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another `peftbert search` is running on {out}; wait for it, or use another "
-                            "--output") from None
+    try:
+        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if exclusive:
+            raise UserError(f"another `peftbert search` is running on {out}; wait for it, or use another --output "
+                            "(one study on several processes or machines: --workers N or --storage URL, see "
+                            "docs/cluster.md)") from None
+        raise UserError(f"another `peftbert search` holds {out} alone (one without --storage, or an --overwrite "
+                        "starting); wait for it, then start the workers") from None
+
+
+@contextlib.contextmanager
+def search_lock(out: Path, *, exclusive: bool):
+    """One process per study in OUT/study.db (a second search would fail the first one's live trial); workers
+    of a shared storage hold it together, and none can start beside a single-process search."""
+    with open(out / "search.lock", "a") as f:
+        fcntl_lock(f, exclusive=exclusive, out=out)
+        yield f
+
+
+@contextlib.contextmanager
+def setup_lock(out: Path):
+    import fcntl
+
+    with open(out / "search.setup.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # held for a moment: while a study is created or checked
         yield
 
 
@@ -331,15 +545,37 @@ def finished(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def requeue_interrupted(study, out: Path, log) -> None:
-    """Trials left RUNNING by a killed search (one process per study: none can be alive) fail, and their
-    settings go back in the queue, so the search runs them again; their partial run directories go.
-    (Optuna's heartbeat + RetryFailedTrialCallback does this for many workers, but only after a grace period.)"""
+def running_trials(study) -> list:
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def last_sign_of_life(trial) -> float:
+    return trial.system_attrs.get(BEAT) or trial.datetime_start.timestamp()
+
+
+def requeue_interrupted(study, out: Path, log, stale_after: float | None = None) -> None:
+    """Trials whose worker died fail, their partial run directories go, and their settings are queued to run
+    again, once (a rerun that dies too stays failed: it may be what kills its worker, e.g. its memory).
+    stale_after None: every RUNNING trial (a single-process study's lock says none is alive); else those
+    without a sign of life for that many seconds. Of several workers that see it, one fails it and requeues."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now = time.time()
+    for t in running_trials(study):
+        if stale_after is not None and now - last_sign_of_life(t) < stale_after:
+            continue
+        try:  # as Optuna's fail_stale_trials: the storage refuses a second worker's update of a failed trial
+            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue
         shutil.rmtree(out / "trials" / f"{t.number:03d}", ignore_errors=True)
+        if "rerun_of" in t.user_attrs:
+            log(f"trial {t.number} (a rerun of trial {t.user_attrs['rerun_of']}) was interrupted too: not run again")
+            continue
         study.enqueue_trial(t.params, user_attrs={**t.user_attrs, "rerun_of": t.number})
         log(f"trial {t.number} was interrupted: queued to run again")
 
@@ -357,8 +593,9 @@ def write_reports(study, out: Path, metric: str):
     complete = [t for t in done if t.state == TrialState.COMPLETE]
     if not done:
         return None
-    study.trials_dataframe().to_csv(out / "trials.csv.tmp", index=False)
-    (out / "trials.csv.tmp").replace(out / "trials.csv")
+    tmp = out / f"trials.csv.{os.getpid()}.tmp"  # per process: workers of one study write the same reports
+    study.trials_dataframe().to_csv(tmp, index=False)
+    tmp.replace(out / "trials.csv")
     best = study.best_trial if complete else None
     keys = list(study.user_attrs["settings"]["space"])
     lines = [f"# Search: {len(done)} trials ({len(complete)} complete), selection by validation {metric}", "",

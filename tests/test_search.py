@@ -230,3 +230,119 @@ def test_bad_search_options_are_one_line(tiny_bert, toy_files, tmp_path):
     assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, tmp_path / "run", space)),
                           "not a peftbert search directory")
     assert not out.exists()
+
+
+# -- one study, several workers (--workers, --storage) --------------------------------------------------------
+
+def journal_study(path):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return optuna.load_study(study_name="peftbert", storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def worker_pid(trial) -> int:
+    return int(trial.user_attrs["worker"].rsplit(":", 1)[1])
+
+
+def check_final_reports(out, study, finished: int):
+    """trials.csv is the whole study, best.yaml its best complete trial, each trial its own directory."""
+    rows = pd.read_csv(out / "trials.csv")
+    assert sorted(rows["number"]) == [t.number for t in study.trials]
+    assert (rows["state"].isin(["COMPLETE", "PRUNED"])).sum() == finished
+    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert f"# trial {best.number} of {finished}:" in (out / "best.yaml").read_text()
+    done = sorted(f"{t.number:03d}" for t in study.trials if t.state.name == "COMPLETE")
+    assert sorted(p.name for p in (out / "trials").iterdir()) == done
+    assert not list(out.glob("*.tmp"))  # every report replaced whole, none left half-written
+
+
+def test_workers_share_one_study(tiny_bert, toy_files, tmp_path):
+    """--workers 2: two processes on one journal study; 4 trials in all, each run once, each its own point."""
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True},
+                                                    "lora.r": {"choices": [2, 4]}})
+    r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--trials", "4", "--max-steps", "2",
+                                       "--no-prune", "--workers", "2"))
+    assert r.exit_code == 0, r.output
+    pids = {int(p) for p in r.output.split("workers started (pids ")[1].split(")")[0].split(", ")}
+    assert len(pids) == 2 and all(f"[worker {k}] best: trial" in r.output for k in (1, 2)), r.output
+    study = journal_study(out / "study.journal")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4  # none run twice, none beyond --trials
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(points)) == 4  # the workers' samplers draw apart
+    assert {worker_pid(t) for t in study.trials} <= pids
+    check_final_reports(out, study, 4)
+    # the same command continues the study (the journal in --output is found without --workers)
+    r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--trials", "4", "--max-steps", "2",
+                                       "--no-prune"))
+    assert r.exit_code == 0 and "trial" not in r.output.split("best:")[0], r.output
+
+
+def test_a_worker_killed_mid_trial_has_its_trial_run_again_once(tiny_bert, toy_files, tmp_path):
+    """Two workers on --storage journal:...; one is SIGKILLed while it runs a trial: the other sees the trial
+    stop beating, fails it, runs its settings again (once) and finishes the study."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, journal = tmp_path / "search", tmp_path / "study.journal"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}})
+    args = [*search_args(tiny_bert, toy_files, out, space, "--trials", "3", "--max-steps", "6", "--no-prune"),
+            "--storage", f"journal:{journal}", "--heartbeat", "0.5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    logs = [open(tmp_path / f"worker{k}.log", "w") for k in (1, 2)]
+    survivor, victim = [subprocess.Popen([sys.executable, "-m", "peftbert.cli", *args], env=env, stdout=f,
+                                         stderr=subprocess.STDOUT) for f in logs]
+    try:
+        killed = None
+        deadline = time.time() + 120
+        while killed is None and time.time() < deadline and victim.poll() is None:
+            if journal.exists():
+                running = [t for t in journal_study(journal).trials if t.state.name == "RUNNING"
+                           and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+                if running:
+                    victim.send_signal(signal.SIGKILL)
+                    killed = running[0]
+            time.sleep(0.1)
+        assert killed is not None, (tmp_path / "worker2.log").read_text()
+        assert survivor.wait(timeout=240) == 0, (tmp_path / "worker1.log").read_text()
+    finally:
+        for p in (survivor, victim):
+            if p.poll() is None:
+                p.kill()
+        for f in logs:
+            f.close()
+    study = journal_study(journal)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1, states
+    assert study.trials[killed.number].state.name == "FAIL"
+    reruns = [t for t in study.trials if t.user_attrs.get("rerun_of") == killed.number]
+    assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE" and reruns[0].params == killed.params
+    assert worker_pid(reruns[0]) == survivor.pid
+    assert f"trial {killed.number} was interrupted: queued to run again" in (tmp_path / "worker1.log").read_text()
+    check_final_reports(out, study, 3)
+
+
+def test_bad_storage_or_workers_are_one_line(tiny_bert, toy_files, tmp_path):
+    space = replace_space(tmp_path / "space.yaml", SPACE)
+    out = tmp_path / "search"
+    for extra, needles in ((["--storage", "redis-ish"], ["--storage", "journal:PATH"]),
+                           (["--storage", f"journal:{tmp_path}/no/such/dir/j"], ["does not exist"]),
+                           (["--storage", "postgresql://me:secret@127.0.0.1:1/none"], ["cannot open", "***"]),
+                           (["--workers", "0"], ["--workers"]), (["--heartbeat", "0"], ["--heartbeat"])):
+        r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, *extra))
+        assert_one_line_error(r, *needles)
+        assert "secret" not in r.output
+    # a single-process search holds its output alone: workers cannot join it, and its lock points at them
+    import fcntl
+
+    out.mkdir(exist_ok=True)
+    with open(out / "search.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space, "--storage",
+                                                             f"journal:{tmp_path}/j")), "holds", "alone")
+        assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space)),
+                              "another `peftbert search` is running", "--storage")
