@@ -42,6 +42,7 @@ PRUNE_FROM_PERCENT = 30  # no trial is pruned before this share of its steps (wa
 NOT_SEARCHABLE = {"train.seed", "train.metric", "train.save_every", "train.log_every", "train.report_to",
                   "train.eval_every", "train.max_steps"}
 SEARCHABLE_DATA = {"data.max_length"}  # the other data settings pick the rows a trial is scored on
+LOCKS = ("search.lock", "search.setup.lock", "search.claim.lock")  # (--overwrite keeps them: others may hold them)
 WORKER_ENV = "PEFTBERT_SEARCH_WORKER"  # set in the processes --workers starts: each runs trials, none starts more
 BEAT = "peftbert:beat"  # a running trial's last sign of life (time.time()), in its system attrs
 STALE_BEATS = 4  # a RUNNING trial silent for this many --heartbeat intervals has lost its worker
@@ -202,7 +203,7 @@ def check_search_dir(out: Path) -> None:
 def clear_search_dir(out: Path) -> None:
     """--overwrite, under the lock: everything but the lock files themselves (a running search would hold them)."""
     for entry in out.iterdir():
-        if entry.name not in ("search.lock", "search.setup.lock"):
+        if entry.name not in LOCKS:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
@@ -280,7 +281,10 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             if not shared:  # the lock says no other process runs a trial: every RUNNING one was interrupted
                 requeue_interrupted(study, out, log)
 
+            release_claim = [lambda: None]  # set by work(): see claim_lock
+
             def objective(trial) -> float:
+                release_claim[0]()  # this trial is RUNNING in the storage now: other workers count it
                 picked = {key: suggest(trial, key, spec, kinds[key]) for key, spec in space.items()}
                 trial_dir = out / "trials" / f"{trial.number:03d}"
                 cfg = build(deep_merge(nest(picked), {"output": str(trial_dir)}))
@@ -328,8 +332,11 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             if remaining > 0:
                 log(f"search {base.method} on {base.data.task or base.data.train_file}: {remaining} trial(s) to go "
                     f"of {trials}, space: {', '.join(space)}; selection by validation {metric}")
-            work(study, lambda: study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=True),
-                 trials=trials, deadline=time.time() + minutes * 60 if minutes else None, out=out, log=log,
+            def run_one(release) -> None:
+                release_claim[0] = release
+                study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=True)
+
+            work(study, run_one, trials=trials, deadline=time.time() + minutes * 60 if minutes else None, out=out, log=log,
                  stale_after=heartbeat * STALE_BEATS if shared else None)
         best = write_reports(study, out, metric)
     if best is None:
@@ -343,22 +350,24 @@ def work(study, run_one, *, trials: int, deadline: float | None, out: Path, log,
     """Run trials one at a time until the study has `trials` finished ones (whichever worker ran them) or the
     deadline passes. Trials running elsewhere count as on their way; while they are the last ones this worker
     waits rather than leaving, so a trial whose worker dies is run again here (stale_after: seconds without a
-    sign of life that mark a RUNNING trial dead; None in a single-process study, where none runs elsewhere)."""
+    sign of life that mark a RUNNING trial dead; None in a single-process study, where none runs elsewhere).
+    run_one(release) runs one trial and calls release() once that trial is RUNNING in the storage."""
     waiting = False
     while True:
         if stale_after is not None:
             requeue_interrupted(study, out, log, stale_after)
-        done, running = len(finished(study)), len(running_trials(study))
-        if done >= trials or (deadline is not None and time.time() > deadline):
-            return
-        if done + running >= trials:  # one more here would overshoot --trials
-            if not waiting:
-                log(f"waiting for the {running} trial(s) other workers are running (a dead one is run again here)")
-            waiting = True
-            time.sleep(stale_after / STALE_BEATS)
-            continue
-        waiting = False
-        run_one()
+        with claim_lock(out) as release:  # count and take a trial one worker at a time: none past --trials
+            done, running = len(finished(study)), len(running_trials(study))
+            if done >= trials or (deadline is not None and time.time() > deadline):
+                return
+            if done + running < trials:
+                waiting = False
+                run_one(release)
+                continue
+        if not waiting:  # one more here would overshoot --trials
+            log(f"waiting for the {running} trial(s) other workers are running (a dead one is run again here)")
+        waiting = True
+        time.sleep(stale_after / STALE_BEATS)
 
 
 def storage_spec(storage: str | None, workers: int, out: Path) -> str | None:
@@ -537,6 +546,20 @@ def setup_lock(out: Path):
     with open(out / "search.setup.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # held for a moment: while a study is created or checked
         yield
+
+
+@contextlib.contextmanager
+def claim_lock(out: Path):
+    """Held by a worker from counting the study's trials until the trial it takes exists (RUNNING) in the
+    storage; yields the release, which the trial calls (workers share OUT, so the lock is theirs too)."""
+    import fcntl
+
+    f = open(out / "search.claim.lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield f.close  # closing the file releases the lock; closing twice is harmless
+    finally:
+        f.close()
 
 
 def finished(study) -> list:

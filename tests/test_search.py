@@ -346,3 +346,74 @@ def test_bad_storage_or_workers_are_one_line(tiny_bert, toy_files, tmp_path):
                                                              f"journal:{tmp_path}/j")), "holds", "alone")
         assert_one_line_error(runner.invoke(app, search_args(tiny_bert, toy_files, out, space)),
                               "another `peftbert search` is running", "--storage")
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server from the system's package (Debian: apt-get install postgresql), on a free
+    loopback port in a temporary directory, stopped and removed afterwards; skipped, with the reason, where it
+    cannot start."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine("postgresql://peftbert@127.0.0.1/postgres")  # loads the URL's driver, connects not
+    except ImportError as e:
+        pytest.skip(f"no PostgreSQL driver for SQLAlchemy ({e}): pip install 'peftbert[postgres]'")
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.skip("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the package's own user
+        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            pytest.skip("running as root, and no postgres user (or runuser) to run the server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    home = Path(tempfile.mkdtemp(prefix="peftbert-pg-"))
+    if as_user:
+        shutil.chown(home, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, bin_dir = home / "data", Path(bins[-1])
+
+    def run(*cmd):
+        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+
+    try:
+        r = run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "peftbert", "--no-sync")
+        if r.returncode == 0:
+            r = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(home / "server.log"), "-w", "-o",
+                    f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        if r.returncode != 0:
+            pytest.skip(f"PostgreSQL did not start: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        yield f"postgresql://peftbert@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").exists():
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.real
+def test_workers_share_a_postgresql_study(tiny_bert, toy_files, tmp_path, postgres_url):
+    out = tmp_path / "search"
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True}})
+    args = search_args(tiny_bert, toy_files, out, space, "--trials", "4", "--max-steps", "2", "--no-prune",
+                       "--storage", postgres_url, "--study", "pg-test")
+    r = runner.invoke(app, [*args, "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="pg-test", storage=postgres_url)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert len({t.params["train.lr"] for t in study.trials}) == 4
+    assert not (out / "study.db").exists() and not (out / "study.journal").exists()  # the study is in the server
+    check_final_reports(out, study, 4)
+    # --overwrite replaces the study in the server too
+    r = runner.invoke(app, [*args, "--trials", "1", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert len(optuna.load_study(study_name="pg-test", storage=postgres_url).trials) == 1
