@@ -55,13 +55,22 @@ def read_json(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
     except UnicodeDecodeError:
         raise damaged(path, "not a text file (not UTF-8)", fix) from None
     except json.JSONDecodeError as e:
-        raise damaged(path, f"not valid JSON ({e.msg} at line {e.lineno}; cut short or edited?)", fix) from None
+        raise damaged(path, f"not valid JSON ({e.msg}, line {e.lineno}: cut short or edited?)", fix) from None
     if not isinstance(data, dict):
         raise damaged(path, f"expected a JSON object, found a {type(data).__name__}", fix)
     missing = [k for k in keys if k not in data]
     if missing:
         raise damaged(path, f"incomplete (no {', '.join(missing)})", fix)
     return data
+
+
+def cached_json(path: Path) -> dict | None:
+    """A cache file (made again when missing): its object if it is whole, else None (so it is made again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_yaml(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:

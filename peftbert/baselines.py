@@ -51,6 +51,7 @@ def write_baselines(cfg, out, log=print) -> None:
     seed), scored on the split the runs are scored on; kept while the task stays the same."""
     import json
 
+    from .artifacts import cached_json
     from .data.tasks import load_task
     from .runinfo import write_json
 
@@ -59,7 +60,8 @@ def write_baselines(cfg, out, log=print) -> None:
     task = load_task(cfg.data, cfg.train.seed)
     path = out / "baselines.json"
     key = {"data": dataclasses.asdict(cfg.data), "seed": cfg.train.seed}  # what decides the rows it fits and scores
-    if path.is_file() and json.loads(path.read_text()).get("key") == json.loads(json.dumps(key)):
+    cached = cached_json(path)  # a damaged one is made again
+    if cached and cached.get("key") == json.loads(json.dumps(key)):
         return
     split = "test" if task.test is not None and len(task.test) else "validation"
     scores = baseline_scores(task)

@@ -124,6 +124,7 @@ def check_finished(cell: Cell, out: Path) -> None:
         return
     from .artifacts import bench_cell
 
+    bench_cell(cell_dir)  # its metrics.json whole: read for the tables, before any cell runs
     ran = bench_cell(cell_dir, "recipe.yaml") if (cell_dir / "recipe.yaml").exists() else None
     wanted = yaml_load(yaml.safe_dump(dataclasses.replace(cell.cfg, output=str(cell_dir)).to_dict()))
     if ran != wanted:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import statistics
 from pathlib import Path
 
+from .artifacts import cached_json
 from .runinfo import write_text
 
 RUN_COLUMNS = ["run", "task", "model", "method", "seed", "trainable_params", "trainable_params_no_head", "kept_params",
@@ -146,7 +146,7 @@ def write_reports(out: Path, results: list[dict]) -> None:
     summary = summarise(rows)
     split = rows[0]["split"]
     bfile = out / "baselines.json"
-    baselines = json.loads(bfile.read_text()) if bfile.is_file() else None
+    baselines = cached_json(bfile)  # (write_baselines has just made it again if it was damaged)
     if baselines and baselines.get("split") != split:  # the baselines are scored where the runs are
         baselines = None
     baselines = baselines and baselines["scores"]

@@ -15,7 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from unittest import mock
@@ -55,8 +55,9 @@ class Env:
     root: Path
     model: Path
     data: dict
-    artefacts: dict  # kind -> pristine directory
+    artefacts: dict  # kind -> its pristine copy
     reference: dict  # (kind, command) -> what a correct run gives
+    home: dict = field(default_factory=dict)  # kind -> where it was built, and where each row damages a copy
 
     def data_flags(self, test: bool = True) -> list:
         flags = ["--train-file", self.data["train"], "--validation-file", self.data["validation"]]
@@ -126,7 +127,19 @@ def build_artefacts(root: Path) -> Env:
         if f.is_file() and f.name not in ("recipe.yaml", "eval_log.jsonl"):
             f.unlink()
     shutil.rmtree(a["interrupted"] / "checkpoints" / "checkpoint_4")
+    (root / "pristine").mkdir()
+    for kind, home in a.items():  # rows run where each was built: a grid's cells record their own paths
+        a[kind] = Path(shutil.move(home, root / "pristine" / kind))
+        env.home[kind] = home
     return env
+
+
+def fresh(env: Env, kind: str) -> Path:
+    """The artefact, undamaged, back where it was built (the pristine copy keeps its timestamps)."""
+    home = env.home[kind]
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(env.artefacts[kind], home)
+    return home
 
 
 # ---------------------------------------------------------------- the commands that read artefacts
@@ -265,13 +278,19 @@ def artefact_files(d: Path) -> list[str]:
     return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
 
 
-def run_row(env: Env, kind: str, command: str, rel: str, damage: str, work: Path) -> str | None:
-    """One row: a fresh copy of the artefact, one file damaged, the command run. None if it passes, else why."""
-    reader = READERS[command]
-    art = work / kind
-    shutil.copytree(env.artefacts[kind], art)
+def damage_and_run(env: Env, kind: str, command: str, rel: str, damage: str, work: Path):
+    """A fresh copy of the artefact, one file damaged, the command run (outputs in `work`): (exit code, output,
+    escaped)."""
+    art = fresh(env, kind)
     DAMAGES[damage](art / rel, random.Random(f"{kind}/{rel}/{damage}"))
-    code, output, escaped = invoke(reader.args(env, art, work))
+    return invoke(READERS[command].args(env, art, work))
+
+
+def run_row(env: Env, kind: str, command: str, rel: str, damage: str, work: Path) -> str | None:
+    """One row of the matrix: None if it passes, else why not."""
+    reader = READERS[command]
+    art = env.home[kind]
+    code, output, escaped = damage_and_run(env, kind, command, rel, damage, work)
     text = output.strip()
     if escaped is not None:
         return f"{type(escaped).__name__}: {str(escaped).splitlines()[0][:200] if str(escaped) else ''}"
@@ -314,40 +333,39 @@ def assert_one_line(code, output, escaped, *needles):
         assert n in text, text
 
 
-def damaged_copy(env: Env, kind: str, rel: str, damage: str, tmp_path: Path) -> Path:
-    art = tmp_path / kind
-    shutil.copytree(env.artefacts[kind], art)
+def damaged_copy(env: Env, kind: str, rel: str, damage: str) -> Path:
+    art = fresh(env, kind)
     DAMAGES[damage](art / rel, random.Random(0))
     return art
 
 
 def test_cut_adapter_config_is_named(env, tmp_path):
-    art = damaged_copy(env, "run-lora", "adapter_config.json", "truncated", tmp_path)
+    art = damaged_copy(env, "run-lora", "adapter_config.json", "truncated")
     assert_one_line(*invoke(["predict", art, "--text", "profit"]), "adapter_config.json", "not valid JSON")
 
 
 def test_missing_adapter_config_is_never_a_hub_lookup(env, tmp_path):
-    art = damaged_copy(env, "run-adapter", "adapter_config.json", "deleted", tmp_path)
+    art = damaged_copy(env, "run-adapter", "adapter_config.json", "deleted")
     assert_one_line(*invoke(["predict", art, "--text", "profit"]), "adapter_config.json", "missing")
 
 
 def test_missing_adapter_weights_are_never_a_hub_lookup(env, tmp_path):
-    art = damaged_copy(env, "run-lora", "adapter_model.safetensors", "deleted", tmp_path)
+    art = damaged_copy(env, "run-lora", "adapter_model.safetensors", "deleted")
     assert_one_line(*invoke(["export", art, "--output", tmp_path / "x"]), "adapter_model.safetensors", "missing")
 
 
 def test_cut_onnx_graph_is_named(env, tmp_path):
-    art = damaged_copy(env, "export-onnx", "model.onnx", "truncated", tmp_path)
+    art = damaged_copy(env, "export-onnx", "model.onnx", "truncated")
     assert_one_line(*invoke(["predict", art, "--text", "profit"]), "model.onnx", "export the run again")
 
 
 def test_study_that_is_not_a_database_is_named(env, tmp_path):
-    art = damaged_copy(env, "study", "study.db", "random", tmp_path)
+    art = damaged_copy(env, "study", "study.db", "random")
     assert_one_line(*invoke(search_args(env, art)), "study.db", "--overwrite")
 
 
 def test_empty_optimizer_state_is_named_on_resume(env, tmp_path):
-    art = damaged_copy(env, "interrupted", "checkpoints/checkpoint_3/optimizer.bin", "empty", tmp_path)
+    art = damaged_copy(env, "interrupted", "checkpoints/checkpoint_3/optimizer.bin", "empty")
     assert_one_line(*invoke([*resume_args(env, art), "--resume", "latest"]), "optimizer.bin", "--overwrite")
 
 
@@ -459,6 +477,21 @@ def test_tab_separated_file_named_csv_is_named_as_such(env, tmp_path):
     assert_one_line(*tune_on(env, train, tmp_path), "tabs.tab.csv", "tab-separated", ".tsv")
 
 
+def examples(env: Env, work: Path) -> list[tuple[str, str, str]]:
+    """For docs/bad-input.md (tools/bad_input_table.py): per artefact kind and command that reads it, the first
+    of its files that, cut to half, stops the command with a line naming it, and that line."""
+    rows = []
+    for kind, command in PAIRS:
+        for rel in artefact_files(env.artefacts[kind]):
+            w = work / f"{len(rows)}-{rel.replace('/', '-')}"
+            w.mkdir(parents=True)
+            code, output, _ = damage_and_run(env, kind, command, rel, "truncated", w)
+            if code != 0 and Path(rel).name in output:
+                rows.append((f"{kind}/{rel}", command, output.strip().replace(f"{env.root}/", "")))
+                break
+    return rows
+
+
 # ---------------------------------------------------------------- the real command, as a user runs it
 def all_rows(env: Env) -> list[tuple[str, str, str, str]]:
     return [(kind, command, rel, damage) for kind, command in PAIRS for rel in artefact_files(env.artefacts[kind])
@@ -475,8 +508,7 @@ def test_a_sample_of_rows_in_a_subprocess_never_shows_a_traceback(env, tmp_path)
     for i, (kind, command, rel, damage) in enumerate(sample):
         work = tmp_path / f"{i}"
         work.mkdir()
-        art = work / kind
-        shutil.copytree(env.artefacts[kind], art)
+        art = fresh(env, kind)
         DAMAGES[damage](art / rel, random.Random(f"{kind}/{rel}/{damage}"))
         args = [str(a) for a in READERS[command].args(env, art, work)]
         r = subprocess.run([sys.executable, "-m", "peftbert.cli", *args], capture_output=True, text=True,

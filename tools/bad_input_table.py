@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "bad-input.md"
 BEGIN, END = "<!-- bad-input:begin -->", "<!-- bad-input:end -->"
+DAMAGED = "<!-- damaged-artefacts:begin -->", "<!-- damaged-artefacts:end -->"
 sys.path.insert(0, str(ROOT / "tests"))
 
 # conftest, imported by the test module, sets HF_HUB_OFFLINE=1 (tests never touch the network)
@@ -54,12 +55,27 @@ def table() -> tuple[str, list[str]]:
     return "\n".join(["| what is wrong | command | message |", "|---|---|---|", *rows]), bad
 
 
-def replace_block(page: str, block: str) -> str:
+def damaged_table() -> str:
+    """The damaged-artefact block: tests/test_fault_matrix.py's size and, per artefact kind and command that
+    reads it, one file cut to half with the line the command printed."""
+    from test_fault_matrix import DAMAGES, all_rows, build_artefacts, examples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = build_artefacts(Path(tmp) / "artefacts")
+        n, rows = len(all_rows(env)), examples(env, Path(tmp) / "work")
+    return "\n".join([
+        f"`tests/test_fault_matrix.py` generates {n} rows: every artefact kind x every file in it x {len(DAMAGES)} "
+        f"damages ({', '.join(DAMAGES)}) x every command that reads it. One example per kind and command:", "",
+        "| damaged file (cut to half) | command | message |", "|---|---|---|",
+        *(f"| `{cell(what)}` | `peftbert {cell(command)} ...` | {cell(message)} |" for what, command, message in rows)])
+
+
+def replace_block(page: str, block: str, begin: str = BEGIN, end: str = END) -> str:
     """The page with the text between the markers replaced (the markers and the prose around them kept)."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(page):
-        sys.exit(f"error: {PAGE} has no {BEGIN} ... {END} block; put the markers back where the table goes")
-    return pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", page)
+        sys.exit(f"error: {PAGE} has no {begin} ... {end} block; put the markers back where the table goes")
+    return pattern.sub(lambda _: f"{begin}\n{block}\n{end}", page)
 
 
 def main() -> int:
@@ -67,14 +83,15 @@ def main() -> int:
     parser.add_argument("--print", action="store_true", help="print the table instead of writing the page")
     args = parser.parse_args()
     block, bad = table()
+    damaged = damaged_table()
     if args.print:
-        print(block)
+        print(block, damaged, sep="\n\n")
     for c in bad:
         print(f"not a one-line error: peftbert {c}", file=sys.stderr)
     if bad:
         return 1
     if not args.print:
-        PAGE.write_text(replace_block(PAGE.read_text(), block))
+        PAGE.write_text(replace_block(replace_block(PAGE.read_text(), block), damaged, *DAMAGED))
         print(f"wrote {PAGE.relative_to(ROOT)}")
     return 0
 
