@@ -22,7 +22,7 @@ import torch
 
 from .errors import UserError
 from .onnx_runtime import OnnxClassifier, check_onnx_installed
-from .predict import predict_proba
+from .scoring import predict_proba
 
 PARITY_ATOL = 1e-4  # largest |logit difference| to PyTorch an export may have
 # texts of very different lengths, so the check pads: padding is where exporters go wrong

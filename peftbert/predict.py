@@ -25,6 +25,7 @@ import torch
 from . import artifacts
 from .errors import UserError
 from .metrics import classification_metrics, headline
+from .scoring import predict_proba
 
 CHUNK_ROWS = 8192  # rows read, sorted and scored at a time
 ENGINES = ("auto", "torch", "onnx")
@@ -239,19 +240,6 @@ def quantize_int8(model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-@torch.inference_mode()
-def predict_proba(model, tokenizer, texts, pairs=None, batch_size=64, max_length=512) -> torch.Tensor:
-    """Class probabilities in input order; batches are formed by length (longest first)."""
-    enc = tokenizer(list(texts), list(pairs) if pairs else None, truncation=True, max_length=max_length)
-    order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))
-    out = torch.empty(len(texts), model.config.num_labels)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
-        out[idx] = torch.softmax(model(**batch).logits.float(), -1)
-    return out
 
 
 def read_chunks(file: str):
