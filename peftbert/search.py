@@ -252,6 +252,8 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
     check_writable(out)  # before the first trial trains, not at the study's first write
     store = storage_spec(storage, workers, out)
     shared = store is not None  # several processes (here or on other machines) may work on the study
+    if storage:
+        check_storage(storage)  # before --output is made
     out.mkdir(parents=True, exist_ok=True)
     with search_lock(out, exclusive=not shared or overwrite) as lock:
         if not overwrite and not shared:  # a study to continue: its database whole, or one line before any trial
@@ -400,20 +402,26 @@ def open_storage(spec: str | None, out: Path):
 
     if spec is None:
         return optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
+    check_storage(spec)
     if spec.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = Path(spec[len("journal:"):])
-        if not path.parent.is_dir():
-            raise UserError(f"--storage {spec}: folder {path.parent} does not exist; create it on a filesystem "
-                            "every worker sees")
-        return JournalStorage(JournalFileBackend(str(path)))
-    if "://" not in spec:
-        raise UserError(f"--storage {spec}: expected journal:PATH or a database URL, e.g. "
-                        "postgresql://user@host/db or sqlite:///study.db")
+        return JournalStorage(JournalFileBackend(spec[len("journal:"):]))
     # a busy SQLite file under several workers: wait for its lock rather than fail a trial
     kwargs = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite") else {}
     return optuna.storages.RDBStorage(spec, engine_kwargs=kwargs)
+
+
+def check_storage(spec: str) -> None:
+    """--storage's form, and a journal's folder, before anything is written."""
+    if spec.startswith("journal:"):
+        folder = Path(spec[len("journal:"):]).parent
+        if not folder.is_dir():
+            raise UserError(f"--storage {spec}: folder {folder} does not exist; create it on a filesystem every "
+                            "worker sees")
+    elif "://" not in spec:
+        raise UserError(f"--storage {masked(spec)}: expected journal:PATH or a database URL, e.g. "
+                        "postgresql://user@host/db or sqlite:///study.db")
 
 
 def open_study(spec: str | None, out: Path, name: str, direction: str, pruner, *, replace: bool):
