@@ -169,6 +169,15 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
         return [{"run": c.name, "model_label": model_label(c.model), **bench_cell(out / "runs" / c.name)}
                 for c in cells if (out / "runs" / c.name / "metrics.json").exists()]
 
+    def write_tables() -> None:
+        """The tables from every finished cell, read and written under a lock: of shards finishing together,
+        the last to write has seen every cell the others finished (unlocked, an older view could land last)."""
+        import fcntl
+
+        with open(out / "bench.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            write_reports(out, finished())
+
     for i, cell in enumerate(cells, 1):
         cell_dir = out / "runs" / cell.name
         if (cell_dir / "metrics.json").exists():
@@ -188,9 +197,9 @@ def run_bench(cells: list[Cell], out: Path, *, cpu: bool = False, shard: str | N
             run_tune(cfg, overwrite=True, resume=None, cpu=cpu, log=cell_log)
         state.wait_for_everyone()  # metrics.json is written by the main process
         if state.is_main_process:
-            write_reports(out, finished())
+            write_tables()
     results = finished()
     if results and state.is_main_process:
-        write_reports(out, results)
+        write_tables()
         log(f"wrote {out / 'summary.md'}, {out / 'results.csv'} and {out / 'plot.png'}")
     return results
