@@ -338,8 +338,8 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
                 release_claim[0] = release
                 study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=True)
 
-            work(study, run_one, trials=trials, deadline=time.time() + minutes * 60 if minutes else None, out=out, log=log,
-                 stale_after=heartbeat * STALE_BEATS if shared else None)
+            work(study, run_one, trials=trials, deadline=time.time() + minutes * 60 if minutes else None, out=out,
+                 log=log, stale_after=heartbeat * STALE_BEATS if shared else None)
         best = write_reports(study, out, metric)
     if best is None:
         raise UserError(f"no trial of {out} finished (all pruned or diverged); widen the space or lower train.lr")

@@ -43,7 +43,8 @@ def example_commands() -> list[tuple[str, list[str]]]:
     for path in sorted(EXAMPLES.iterdir()):
         text = re.sub(r"\\\n\s*", " ", path.read_text())  # join continued lines
         for m in re.finditer(r"(?:peftbert(?:\.cli)?) (adapt|tune|bench|search)\b([^\n]*)", text):
-            found.append((f"{path.name}: {m.group(1)}", [m.group(1), *re.findall(r"(--[a-z][a-z0-9-]*)", m.group(2))]))
+            flags = re.findall(r"(--[a-z][a-z0-9-]*)", m.group(2))
+            found.append((f"{path.name}: {m.group(1)}", [m.group(1), *flags]))
     return found
 
 
