@@ -21,6 +21,9 @@ from pathlib import Path
 
 from .errors import UserError
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model",
+                   "spiece.model", "tokenizer.model")  # any one makes a tokenizer
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FULL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_CONFIG = "tokenizer_config.json"  # without it a fast tokenizer loses its special tokens (no [PAD])
@@ -77,7 +80,7 @@ def read_yaml(path: Path, fix: str, keys: tuple[str, ...] = ()) -> dict:
     """A YAML mapping holding `keys`, or one line naming the file."""
     import yaml
 
-    from .config import yaml_load  # the recipes' own loader (1e-4 is a number, as when they were written)
+    from .yaml_text import yaml_load  # the recipes' own loader (1e-4 is a number, as when they were written)
 
     require(path, fix)
     try:
@@ -124,7 +127,6 @@ def check_json_files(d: Path, fix: str) -> None:
 
 
 def check_tokenizer(d: Path, fix: str) -> None:
-    from .models import TOKENIZER_FILES
 
     if not any((d / f).is_file() for f in TOKENIZER_FILES):
         raise damaged(d / TOKENIZER_FILES[0], "missing (no tokenizer files in the directory)", fix)

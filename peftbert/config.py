@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -27,6 +26,7 @@ import yaml
 
 from .errors import UserError
 from .trackers import TRACKERS, check_available
+from .yaml_text import yaml_load  # noqa: F401  (bench and the CLI read YAML values through config)
 
 # a checkout (or editable install) reads the repository's recipes/; a wheel carries them as peftbert/recipes
 _HERE = Path(__file__).resolve().parent
@@ -168,20 +168,6 @@ def check_choice(obj, name, choices):
 
 
 # ---------------------------------------------------------------- loading and merging
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads no/yes/on/off as booleans, which would turn
-    `precision: no` (a valid precision) into False."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-def yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from .artifacts import TOKENIZER_FILES, model_dir
 from .errors import UserError
 
 DEFAULT_MODEL = "minilm"
@@ -39,8 +38,6 @@ def resolve_model(name: str) -> str:
     return name  # a hub id: from_pretrained downloads it (or finds it in the local cache)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spm.model", "sentencepiece.bpe.model",
-                   "spiece.model", "tokenizer.model")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
 
@@ -74,7 +71,6 @@ def check_model_dir(p: Path) -> None:
                 pass
         except (SafetensorError, OSError) as e:
             raise unreadable_weights(f, e) from None
-    from .artifacts import model_dir
 
     model_dir(p)  # its JSON files parse and its tokenizer is whole (transformers would raise JSONDecodeError)
 
@@ -198,6 +194,8 @@ def use_pooling(model, pooling: str) -> None:
 def _mean_pooled(module, args, kwargs, output):
     """BertModel's output with pooler_output replaced by the mean of the unmasked token states (the classifier
     reads pooler_output)."""
+    import torch  # here, not at the top: `peftbert --help` must not load torch
+
     hidden = output.last_hidden_state
     mask = kwargs.get("attention_mask")
     if mask is None:
