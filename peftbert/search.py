@@ -277,8 +277,13 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             run_workers(workers, argv or [], log)
         else:
             # seeded by the run's seed and the trials so far: a continued search draws new points, not the same
-            # again; a shared study's workers also by their process, or two would draw the same points
-            seed = base.train.seed + len(study.trials) + (os.getpid() if shared else 0)
+            # again; a shared study's workers also by their process, or two would draw the same points (mixed,
+            # not summed: pid p after 1 trial and pid p+1 after none would sum to one seed)
+            seed = base.train.seed + len(study.trials)
+            if shared:
+                import numpy as np
+
+                seed = int(np.random.SeedSequence([seed, os.getpid()]).generate_state(1)[0])
             study.sampler = optuna.samplers.TPESampler(seed=seed % 2**32, constant_liar=shared)
             if not shared:  # the lock says no other process runs a trial: every RUNNING one was interrupted
                 requeue_interrupted(study, out, log)
