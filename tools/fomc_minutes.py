@@ -110,6 +110,7 @@ def main():
     for note in notes:
         print(note, file=sys.stderr)
     rows = [{"date": d.isoformat(), "document": n, "text": s} for d, n, doc in dated for s in sentences(doc)]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(args.output.name + ".tmp")
     pd.DataFrame(rows).to_csv(tmp, index=False)
     tmp.replace(args.output)
