@@ -197,7 +197,32 @@ def links_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*(f"- [{f}](results/{f})" for f in spec["files"]), ""]
 
 
-KINDS = {"grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
+def index_by_year_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """A monitor's index.csv per calendar year: periods, texts, and the mean of the periods' net index."""
+    years: dict[str, list[dict]] = {}
+    with open(exp.dir / spec["file"]) as fh:
+        for r in csv.DictReader(fh):
+            years.setdefault(r["period"][:4], []).append(r)
+    lines = ["| year | periods | texts | mean net index | lowest period | highest period |", "|---|---|---|---|---|---|"]
+    for year, rows in sorted(years.items()):
+        idx = [float(r["index"]) for r in rows]
+        lines.append(f"| {year} | {len(rows)} | {sum(int(r['n']) for r in rows):,} | {statistics.mean(idx):+.3f} | "
+                     f"{min(idx):+.3f} | {max(idx):+.3f} |")
+    return [*lines, ""]
+
+
+def validation_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """A recipe choice's arms (a JSON line each: arm, seed, val_f1, val_acc, best_step, steps), validation only."""
+    rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
+    lines = ["| arm | seed | validation macro-F1 | validation accuracy | best step | steps |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (re.sub(r"-s\d+$", "", r["arm"]), r["seed"])):
+        arm = re.sub(r"-s\d+$", "", r["arm"])
+        lines.append(f"| {arm} | {r['seed']} | {r['val_f1']:.4f} | {r['val_acc']:.4f} | {r['best_step']} | "
+                     f"{r['steps']} |")
+    return [*lines, ""]
+
+
+KINDS = {"index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown, "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
          "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,
          "export": export_markdown, "links": links_markdown}
 
@@ -270,9 +295,12 @@ def results_block(experiments: list[Experiment], root: Path) -> str:
     order = list(load_suite("finance").group_of())
     rows = []
     for exp in experiments:
-        for want in exp.readme_rows:
-            key = (order.index(want["group"]) if want["group"] in order else len(order), "baseline" not in want,
-                   exp.machine.startswith("GPU"))  # a task's CPU rows (this project's machine kind) first
+        for i, want in enumerate(exp.readme_rows):
+            group = order.index(want["group"]) if want["group"] in order else len(order)
+            # a task's full-data rows first, its CPU rows (this project's machine kind) before GPU ones; rows of a
+            # `section` (e.g. few labels) after them, in their experiment's order
+            key = ((group, 1, i, False) if want.get("section") else
+                   (group, 0, "baseline" not in want, exp.machine.startswith("GPU")))
             rows.append((key, readme_row(exp, want, root)))
     lines = ["| task | method | trainable % | runs (splits x seeds) | test accuracy | test macro-F1 (mean ± sd) | "
              "machine | experiment |", "|---|---|---|---|---|---|---|---|"]
@@ -285,7 +313,7 @@ def readme_row(exp: Experiment, want: dict, root: Path) -> str:
     link = f"[{exp.id}]({root.name}/{exp.link(root)}/)"
     if "baseline" in want:
         b = baselines[want["group"]][want["baseline"]]
-        return (f"| {want['group']} | {want['baseline']} (baseline) | – | – | {b['accuracy']:.4f} | "
+        return (f"| {want['group']} | {want.get('label', want['baseline'] + ' (baseline)')} | – | – | {b['accuracy']:.4f} | "
                 f"{b['macro_f1']:.4f} | – | {link} |")
     row = next((r for r in table if r["group"] == want["group"] and r["method"] == want["method"]
                 and r["model"] == want.get("model", DEFAULT_MODEL)), None)
