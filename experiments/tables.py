@@ -211,6 +211,28 @@ def index_by_year_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*lines, ""]
 
 
+def predict_ratio_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """tools/predict_ratio.py's JSON: each arm's whole-process wall and CPU seconds and its ratios to pipeline."""
+    data = json.loads((exp.dir / spec["file"]).read_text())
+    lines = [f"{data['texts']:,} texts; the ONNX cache was built once before timing ({data['onnx_cache_build_seconds']} s).",
+             "", "| arm | wall s | CPU s | texts/s | wall ratio to pipeline | CPU ratio |", "|---|---|---|---|---|---|"]
+    for arm, a in data["arms"].items():
+        lines.append(f"| {arm} | {a['wall_median']:.1f} | {a['cpu_seconds_median']:.1f} | {a['texts_per_second']:.0f} "
+                     f"| {a['speedup_vs_pipeline_default']:.2f}x | {a['cpu_ratio_vs_pipeline_default']:.2f}x |")
+    return [*lines, ""]
+
+
+def serve_load_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """tools/serve_load.py's JSON rows: requests/s and p50/p99 latency per server and concurrency."""
+    rows = json.loads((exp.dir / spec["file"]).read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in r.values()) + " |"
+              for r in rows]
+    return [*lines, ""]
+
+
 def validation_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
     """A recipe choice's arms (a JSON line each: arm, seed, val_f1, val_acc, best_step, steps), validation only."""
     rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
@@ -222,7 +244,9 @@ def validation_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*lines, ""]
 
 
-KINDS = {"index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown, "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
+KINDS = {"predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
+         "index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown,
+         "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
          "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,
          "export": export_markdown, "links": links_markdown}
 
