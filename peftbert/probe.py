@@ -78,25 +78,14 @@ class TaskProbe:
         t = load_task(DataArgs(task=task, data_dir=data_dir), seed)
         train = t.train.sample(n=min(rows, len(t.train)), random_state=seed)
         self.name, self.label_names, self.seed = t.name, t.label_names, seed
-        self.batches = {part: self._encode(frame["text"].tolist(), tokenizer, max_length)
-                        for part, frame in (("train", train), ("validation", t.validation))}
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.texts = {"train": train["text"].tolist(), "validation": t.validation["text"].tolist()}
         self.labels = {"train": train["label"].to_numpy(), "validation": t.validation["label"].to_numpy()}
 
-    @staticmethod
-    def _encode(texts, tokenizer, max_length, batch_size=64):
-        return [tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt") for i in range(0, len(texts), batch_size)]
-
-    @torch.no_grad()
     def embed(self, encoder, part: str) -> np.ndarray:
-        from .masked_lm import mean_pooled
+        from .data.select import embed  # the embeddings kNN selection ranks by
 
-        device = next(encoder.parameters()).device
-        out = []
-        for batch in self.batches[part]:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out.append(mean_pooled(encoder(**batch)[0], batch["attention_mask"]).float().cpu())
-        return torch.cat(out).numpy()
+        return embed(self.texts[part], encoder, self.tokenizer, max_length=self.max_length).numpy()
 
     def __call__(self, encoder) -> dict:
         from sklearn.linear_model import LogisticRegression

@@ -181,6 +181,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     tokenizer = load_tokenizer(model_path)
     sources = collect_sources(cfg)
     cleaned = decontaminate_sources(cfg, sources)
+    probe = a.probe_task and TaskProbe(a.probe_task, cfg.data_dir, t.seed, a.probe_rows, tokenizer, a.block_size)
     torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"
     model, new_head = load_mlm(model_path, nsp=a.nsp)
     limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
@@ -210,7 +211,6 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     collate.shard = (run.acc.process_index, run.acc.num_processes)  # masks as one process would draw them
     heldout = collate.fixed(heldout_blocks, t.seed)
     net = PredictedOnly(model.to(run.acc.device), masker=collate).eval()
-    probe = a.probe_task and TaskProbe(a.probe_task, cfg.data_dir, t.seed, a.probe_rows, tokenizer, a.block_size)
     before = evaluator(run.acc, heldout, t.eval_batch_size, probe)(net)
     run.log(f"held-out before: {summary(before)}")
     run.write_recipe()

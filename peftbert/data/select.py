@@ -19,11 +19,12 @@ def embed(texts: list[str], model, tokenizer, batch_size: int = 128, max_length:
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), model.config.hidden_size)
+    device = next(model.parameters()).device
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
-        pooled = mean_pooled(model(**batch)[0], batch["attention_mask"]).float()
+                          return_tensors="pt").to(device)
+        pooled = mean_pooled(model(**batch)[0], batch["attention_mask"]).float().cpu()
         out[idx] = torch.nn.functional.normalize(pooled, dim=-1)
     return out
 
