@@ -68,8 +68,9 @@ def last_json(text: str) -> dict:
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
-def matmul_tflops(dtype, n: int = 2048, reps: int = 10) -> float:
+def matmul_tflops(dtype, n: int | None = None, reps: int = 10) -> float:
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = n or (8192 if device == "cuda" else 2048)  # a GPU needs large products to reach its peak
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
@@ -81,6 +82,13 @@ def matmul_tflops(dtype, n: int = 2048, reps: int = 10) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def device_name() -> str:
+    """The GPU's name as a file name (nvidia-h200), or cpu."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
 
 
 def host() -> dict:
@@ -137,10 +145,15 @@ def main():
     p.add_argument("--predict-texts", type=int, default=0, help="predict only the first N texts (0: all 9.5k)")
     p.add_argument("--sections", default="train,adapt,predict",
                    help="comma-separated sections to run (predict runs on the CPU; a GPU run may skip it)")
-    p.add_argument("--name", default="gpu" if torch.cuda.is_available() else "cpu", help="results file name")
+    p.add_argument("--model", default="minilm", help="the model both tools train (a tiny one tests the plumbing)")
+    p.add_argument("--name", default=device_name(), help="results file name (default: the device, e.g. nvidia-h200)")
     p.add_argument("--out", default=str(HERE.parent / "runs" / "speed-cpu"),
                    help="directory for <name>.md and <name>.json")
+    p.add_argument("--pack", metavar="DIR", help="write what a GPU machine without network needs (these data "
+                   "slices, the embedded model in fp16) into DIR and stop (benchmarks/gpu.sh prepare)")
     args = p.parse_args()
+    if args.pack:
+        return pack(Path(args.data_dir), Path(args.pack), args.corpus_docs)
     sections = set(args.sections.split(","))
     if sections - {"train", "adapt", "predict"} or ("predict" in sections and "train" not in sections):
         sys.exit(f"--sections {args.sections}: choose from train, adapt, predict (predict needs train's LoRA run)")
@@ -152,7 +165,7 @@ def main():
 
     tmp = Path(tempfile.mkdtemp(prefix="peftbert-speed-"))
     data = make_data(Path(args.data_dir), tmp, args.rows, args.corpus_docs, args.predict_texts)
-    model = resolve_model("minilm")
+    model = unpack(Path(args.model), tmp) if packed(args.model) else resolve_model(args.model)
     config, tokenizer = AutoConfig.from_pretrained(model), AutoTokenizer.from_pretrained(model)
     cpu = not torch.cuda.is_available()
     precision, why = auto_precision(cpu)
@@ -211,6 +224,55 @@ def main():
     print(markdown(report))
 
 
+def pack(data_dir: Path, out: Path, corpus_docs: int) -> None:
+    """DIR/data: twitter's two files and the first documents of each finance-corpus file (make_data's layout);
+    DIR/minilm: the embedded model's files with its weights in fp16 (44 MB; the 87 MB of fp32 would not fit the
+    GPU machine's 64 MiB transfer), upcast to fp32 there (unpack) before either tool reads them."""
+    import gzip
+
+    from safetensors.torch import load_file, save_file
+
+    from peftbert.models import resolve_model
+
+    twitter = Path("finance-tasks") / "twitter-financial-news-sentiment"
+    (out / "data" / twitter).mkdir(parents=True, exist_ok=True)
+    for name in ("train.csv", "valid.csv"):
+        shutil.copy(data_dir / twitter / name, out / "data" / twitter / name)
+    (out / "data" / "finance-corpus").mkdir(exist_ok=True)
+    for f in sorted((data_dir / "finance-corpus").glob("*.txt.gz")):
+        lines, docs = [], 0
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                lines.append(line)
+                docs += not line.strip()
+                if docs >= corpus_docs * 2:  # twice what a run reads: room for --corpus-docs up to that
+                    break
+        with gzip.open(out / "data" / "finance-corpus" / f.name, "wt", encoding="utf-8") as fh:
+            fh.writelines(lines)
+    model = Path(resolve_model("minilm"))
+    shutil.copytree(model, out / "minilm", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(model / "model.safetensors").items()}
+    save_file(weights, out / "minilm" / "model-fp16.safetensors", metadata={"format": "pt"})
+    print(f"{out}: data slices and the model (fp16) for benchmarks/gpu.sh")
+
+
+def packed(model: str) -> bool:
+    return (Path(model) / "model-fp16.safetensors").is_file()
+
+
+def unpack(model: Path, tmp: Path) -> str:
+    """A packed model (pack) as the fp32 checkpoint both tools load, in tmp."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp / "model"
+    shutil.copytree(model, out, ignore=shutil.ignore_patterns("model-fp16.safetensors"))
+    weights = load_file(model / "model-fp16.safetensors")
+    save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, out / "model.safetensors",
+              metadata={"format": "pt"})
+    return str(out)
+
+
 def measure_adapt(report, data, model, config, steps, bf16, peak_used, tmp) -> None:
     """masked-LM on the same corpus slice, real tokens per second"""
     run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", steps,
@@ -230,7 +292,10 @@ def measure_adapt(report, data, model, config, steps, bf16, peak_used, tmp) -> N
 
 
 def measure_predict(report, data, lora_run, tmp) -> None:
-    """the tuned LoRA run, fp32, on the 9.5k training texts (every prediction row serves the same run)"""
+    """the tuned LoRA run, fp32, on the 9.5k training texts (every prediction row serves the same run). On a GPU
+    both tools run there (peftbert predict's auto engine is PyTorch on the GPU) and the CPU-only rows (ONNX
+    Runtime, int8) are left out."""
+    gpu = torch.cuda.is_available()
     from peftbert.predict import load_run
 
     merged, tok, _ = load_run(lora_run, merge=True)
@@ -250,6 +315,9 @@ def measure_predict(report, data, lora_run, tmp) -> None:
         ref_labels = [json.loads(x)["label"] for x in (tmp / "ref.jsonl").read_text().splitlines()]
         rows[label] = {"wall": wall, "texts_per_second": n / wall, "steady_texts_per_second": r["texts_per_second"],
                        "labels_differing": sum(a != b for a, b in zip(ours_labels, ref_labels))}
+    if gpu:
+        report["predict"] = {"texts": n, "rows": rows, "device": "cuda"}
+        return
     # the same run exported once to ONNX (its one-off cost reported apart, as the merge for the pipeline is),
     # then served by `peftbert predict EXPORT` through ONNX Runtime
     export_wall, _, _ = run(PEFTBERT + ["export", lora_run, "--format", "onnx", "--int8", "--output",
@@ -360,7 +428,8 @@ def adapt_markdown(a: dict) -> list[str]:
 def predict_markdown(p: dict) -> list[str]:
     pr = p["rows"]
     base = pr["pipeline (default batch size)"]
-    lines = ["", f"## Prediction: {p['texts']:,} texts, the tuned LoRA run, fp32", "",
+    where = "on the GPU, both tools" if p.get("device") == "cuda" else "on the CPU"
+    lines = ["", f"## Prediction: {p['texts']:,} texts, the tuned LoRA run, fp32, {where}", "",
               "| tool | whole process texts/s | ratio | steady texts/s | ratio | labels differing from peftbert |",
               "|---|---|---|---|---|---|"]
     for name, row in pr.items():
@@ -374,6 +443,8 @@ def predict_markdown(p: dict) -> list[str]:
     if onnx:
         lines += ["", f"The ONNX export (`peftbert export RUN --format onnx --int8`, once) took {onnx['export_seconds']:.0f} s "
                   "(whole process), not counted above, as the merge the pipeline rows load is not."]
+    if not any(name in pr for name in ("peftbert predict --int8", "ONNX export --int8")):
+        return lines
     lines += ["", "int8 (dynamic quantisation of the linear layers; the accuracy change on these labelled texts):", "",
               "| engine | steady texts/s | vs its fp32 | accuracy | fp32 accuracy | change | same label |",
               "|---|---|---|---|---|---|---|"]

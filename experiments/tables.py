@@ -244,7 +244,39 @@ def validation_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*lines, ""]
 
 
-KINDS = {"predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
+def dev_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """Recipe arms scored on a development set (a JSON line each: arm named NAME-n<N>-s<seed>, val_f1, dev_f1):
+    per arm and N, the mean over seeds and each seed's score."""
+    rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for r in rows:
+        name, n = re.fullmatch(r"(.+)-n(\d+)-s\d+", r["arm"]).groups()
+        groups.setdefault((int(n), name), []).append(r)
+    lines = ["| per class | arm | seeds | dev macro-F1 (mean) | per seed | validation macro-F1 (mean) |",
+             "|---|---|---|---|---|---|"]
+    for (n, name), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -statistics.mean(r["dev_f1"] for r in kv[1]))):
+        rs.sort(key=lambda r: r["seed"])
+        seeds, per_seed = ", ".join(str(r["seed"]) for r in rs), " / ".join(f"{r['dev_f1']:.3f}" for r in rs)
+        lines.append(f"| {n} | {name} | {seeds} | {statistics.mean(r['dev_f1'] for r in rs):.4f} | {per_seed} | "
+                     f"{statistics.mean(r['val_f1'] for r in rs):.4f} |")
+    return [*lines, ""]
+
+
+def probe_c_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """The probe's C on a development set (a JSON line each: n, seed, c, dev_f1): mean over seeds per N."""
+    rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
+    sizes = sorted({r["n"] for r in rows})
+    cs = list(dict.fromkeys(r["c"] for r in rows))
+    lines = ["| C | " + " | ".join(f"dev macro-F1, {n} per class" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for c in cs:
+        cells = [statistics.mean(r["dev_f1"] for r in rows if r["c"] == c and r["n"] == n) for n in sizes]
+        label = "cross-validated on the training rows" if c == "cv" else f"{c:g}"
+        lines.append(f"| {label} | " + " | ".join(f"{x:.4f}" for x in cells) + " |")
+    return [*lines, ""]
+
+
+KINDS = {"dev-arms": dev_arms_markdown, "probe-c": probe_c_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
          "index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown,
          "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
          "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,

@@ -244,9 +244,16 @@ def study(out: Path) -> None:
         raise damaged(db, f"a damaged SQLite database ({result[0] if result else 'no answer'})", fix)
 
 
-def trial_recipe(path: Path) -> dict:
-    return read_yaml(path, "the search's trial directory is damaged: start the search again with --overwrite "
-                           "(trials.csv keeps the old results)", ("train",))
+def trial_recipe(path: Path, method_fields: dict[str, set[str]]) -> dict:
+    """A trial's saved recipe, whole. The method's block is written last, so a file cut short lacks it or one of
+    its fields (method_fields: each method's config fields), even where what is left still parses as YAML."""
+    fix = "the search's trial directory is damaged: start the search again with --overwrite (trials.csv keeps " \
+          "the old results)"
+    recipe = read_yaml(path, fix, ("method", "train", "data"))
+    block = recipe.get(recipe["method"])
+    if not (isinstance(block, dict) and method_fields.get(recipe["method"], set()) <= set(block)):
+        raise damaged(path, f"cut short (its {recipe['method']} block is missing or incomplete)", fix)
+    return recipe
 
 
 def bench_cell(cell_dir: Path, what: str = "metrics.json") -> dict:

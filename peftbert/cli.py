@@ -237,7 +237,8 @@ def methods():
     for name, m in METHODS.items():
         cfg = build_config(None, {"method": name}, method_configs())  # code defaults < preset < default recipe
         size = f" (size: {name}.{m.knob})" if m.knob else ""
-        typer.echo(f"{name}: {m.help}{size}; lr {cfg.train.lr:g}, {cfg.train.epochs:g} epochs")
+        schedule = "no training loop" if m.fit_head else f"lr {cfg.train.lr:g}, {cfg.train.epochs:g} epochs"
+        typer.echo(f"{name}: {m.help}{size}; {schedule}")
         for f in fields(m.config_cls):
             typer.echo(f"    {name}.{f.name} = {getattr(cfg.method_args, f.name)!r}  # {f.metadata.get('help', '')}")
 

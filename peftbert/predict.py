@@ -5,9 +5,9 @@ read in chunks (constant memory, any size), each chunk is tokenised once and sor
 little; batches run under inference_mode; results go back to file order and are written as they come (to a
 temporary file renamed at the end: never half an output). By default (`--engine auto`) a run is served through
 ONNX Runtime from an export the run caches in RUN/onnx-cache on first use (rebuilt when the run's weights
-change; PyTorch when onnxruntime is absent or the graph cannot be exported). `--int8` quantises the linear
-layers dynamically (ONNX Runtime's or torch's quantize_dynamic) and, on a labelled file, reports the accuracy
-change against fp32.
+change; PyTorch when onnxruntime is absent or the graph cannot be exported, and PyTorch on the GPU where there
+is one). `--int8` quantises the linear layers dynamically (ONNX Runtime's or torch's quantize_dynamic) and, on a
+labelled file, reports the accuracy change against fp32.
 """
 
 from __future__ import annotations
@@ -115,10 +115,13 @@ def run_fingerprint(run_dir: Path) -> str:
 def load_engine(run_dir, engine: str = "auto", int8: bool = False, build: bool = True, log=None):
     """(model, tokenizer, info, engine used) for serving a run: `onnx` through ONNX Runtime from the run's
     cached export (made now if absent or stale and `build`), `torch` through PyTorch with LoRA merged, `auto`
-    ONNX when onnxruntime is installed and the graph exports, else PyTorch. `int8`: dynamic int8 linear layers."""
+    ONNX when onnxruntime is installed and the graph exports, else PyTorch; PyTorch on the GPU where CUDA is
+    available (but int8, which is CPU-only). `int8`: dynamic int8 linear layers."""
     if engine not in ENGINES:
         raise UserError(f"--engine must be one of {'|'.join(ENGINES)}, got {engine!r}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if engine == "auto" and torch.cuda.is_available() and not int8:
+        engine = "torch"  # onnxruntime here is the CPU build: on a GPU machine PyTorch on the GPU serves
     if engine != "torch" and (ready := fresh_onnx(Path(run_dir), int8)):
         return (*ready, "onnx")
     model, tokenizer, info = load_run(Path(run_dir), merge=True)
@@ -132,7 +135,9 @@ def load_engine(run_dir, engine: str = "auto", int8: bool = False, build: bool =
                 raise UserError(str(e) if isinstance(e, UserError) else f"cannot cache the ONNX export: {e}") from None
             if build:
                 log(f"note: serving with PyTorch ({e})")
-    return (quantize_int8(model) if int8 else model), tokenizer, info, "torch"
+    if int8:
+        return quantize_int8(model), tokenizer, info, "torch"
+    return model.to("cuda") if torch.cuda.is_available() else model, tokenizer, info, "torch"
 
 
 def fresh_onnx(run_dir: Path, int8: bool):

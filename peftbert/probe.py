@@ -1,4 +1,5 @@
-"""`train.head_init: probe`: start the task head from a linear probe, then fine-tune (LP-FT, Kumar et al. 2022).
+"""`train.head_init: probe`: start the task head from a linear probe, then fine-tune (LP-FT, Kumar et al. 2022);
+`--method probe` (methods/probe.py) keeps the probe and trains nothing else.
 
 A fresh head is random, and with a few dozen labelled rows its first gradients pull the encoder's features
 towards whatever the random head needs ("feature distortion"). Fitting the head first, as a logistic regression
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .config import PROBE_C
 from .data.encode import EncodedTask
 
 
@@ -44,12 +46,13 @@ def head_features(model, tokenizer, frame: pd.DataFrame, max_length: int, batch_
     return torch.cat(seen).numpy()
 
 
-def probe_head(model, tokenizer, frame: pd.DataFrame, max_length: int, seed: int) -> float:
-    """Set the output layer to a logistic regression fitted on the frozen features; its training accuracy."""
+def probe_head(model, tokenizer, frame: pd.DataFrame, max_length: int, seed: int, c: float = PROBE_C) -> float:
+    """Set the output layer to a logistic regression (L2 penalty 1/c) fitted on the frozen features; its
+    training accuracy."""
     from sklearn.linear_model import LogisticRegression
 
     x, y = head_features(model, tokenizer, frame, max_length), frame["label"].to_numpy()
-    fit = LogisticRegression(max_iter=2000, random_state=seed).fit(x, y)
+    fit = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(x, y)
     layer = output_layer(model, model.config.num_labels)
     weight, bias = np.zeros((model.config.num_labels, x.shape[1])), np.zeros(model.config.num_labels)
     if len(fit.classes_) == 2:  # sklearn's binary fit has one row, the logit of its second class over the first

@@ -32,7 +32,7 @@ from . import artifacts
 from .artifacts import first_line
 from .config import SELECTION_METRICS, TuneConfig, deep_merge, renamed
 from .errors import TrainingDiverged, UserError
-from .methods import get_method
+from .methods import get_method, method_configs
 from .runinfo import check_writable, write_text
 
 STUDY = "peftbert"  # one study per output directory
@@ -650,7 +650,8 @@ def write_reports(study, out: Path, metric: str):
                      f" | {'' if pct is None else f'{pct:.3f}'} | {'' if secs is None else f'{secs:.0f}'} |")
     write_text(out / "trials.md", "\n".join(lines) + "\n")
     if best is not None:
-        recipe = artifacts.trial_recipe(out / "trials" / f"{best.number:03d}" / "recipe.yaml")
+        fields_of = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in method_configs().items()}
+        recipe = artifacts.trial_recipe(out / "trials" / f"{best.number:03d}" / "recipe.yaml", fields_of)
         recipe.pop("output", None)
         # trials ran without checkpoints; the recipe keeps what the search was given
         recipe["train"]["save_every"] = study.user_attrs["settings"]["run"]["train"]["save_every"]

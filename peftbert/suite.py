@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import RECIPES_DIR, deep_merge, load_yaml
 from .errors import UserError
 
-KEYS = {"tasks", "models", "methods", "seeds", "groups", "budget", "per_class", "set"}
+KEYS = {"tasks", "models", "methods", "seeds", "groups", "budget", "per_class", "recipe", "set"}
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Suite:
     # the low-label regime: each N (labelled rows per class, `all` = the whole training set) is a suite of its
     # own in OUTPUT/n<N>/ (tune --train-per-class N)
     per_class: list | None = None
+    recipe: str | None = None  # the tune recipe every run starts from (a --recipe given to bench wins)
     overrides: list[str] = field(default_factory=list)  # `set:` in the YAML: key=value for every run, as --set
 
     def group_of(self) -> dict[str, list[str]]:
@@ -50,13 +51,16 @@ def load_suite(name: str) -> Suite:
         raise UserError(f"--suite {name!r}: no such file or suite; give a YAML file or one of: {', '.join(known)}")
     d = load_yaml(path)
     if not isinstance(d, dict) or set(d) - KEYS or not {"tasks", "models", "methods", "seeds"} <= set(d):
-        raise UserError(f"suite {path}: expected the keys tasks, models, methods, seeds (and optionally groups, "
-                        f"budget); got {', '.join(d) if isinstance(d, dict) else type(d).__name__}")
+        optional = ", ".join(sorted(KEYS - {"tasks", "models", "methods", "seeds"}))
+        raise UserError(f"suite {path}: expected the keys tasks, models, methods, seeds (and optionally {optional}); "
+                        f"got {', '.join(d) if isinstance(d, dict) else type(d).__name__}")
     suite = Suite(**{k: v for k, v in d.items() if k != "set"}, overrides=list(d.get("set") or []))
     if suite.per_class is not None and (not isinstance(suite.per_class, list) or not suite.per_class or not all(
             n == "all" or (type(n) is int and n > 0) for n in suite.per_class)):
         raise UserError(f"suite {path}: per_class must be a list of positive integers or `all`, got "
                         f"{suite.per_class!r}")
+    if suite.recipe is not None and not isinstance(suite.recipe, str):
+        raise UserError(f"suite {path}: recipe must be a tune recipe's name or file, got {suite.recipe!r}")
     if not all(isinstance(x, str) and "=" in x for x in suite.overrides):
         raise UserError(f"suite {path}: set must be a list of key=value items, got {suite.overrides!r}")
     for key in ("tasks", "models", "methods", "seeds"):
@@ -89,7 +93,7 @@ def run_suite(suite: Suite, *, recipe: str | None, values: dict, overrides: list
     overrides = [*suite.overrides, *(overrides or [])]
     sizes = [(n, out / f"n{n}") for n in suite.per_class] if suite.per_class else [(None, out)]
     # every cell of every size and task is planned (and so checked) before the first run
-    plans = [(size_out, task, plan(suite.models, suite.methods, suite.seeds, recipe=recipe,
+    plans = [(size_out, task, plan(suite.models, suite.methods, suite.seeds, recipe=recipe or suite.recipe,
                                    values=deep_merge(values, {"data": {"task": task, **per_class(n)}}),
                                    overrides=overrides, budget=suite.budget, out=task_dir(size_out, task), log=log))
              for n, size_out in sizes for task in suite.tasks]

@@ -29,7 +29,7 @@ def data_dir() -> Path | None:
 needs_data = pytest.mark.skipif(data_dir() is None, reason="real data not found: set PEFTBERT_DATA_DIR")
 
 
-def make_tiny_bert(path: Path, model_type: str = "bert") -> Path:
+def make_tiny_bert(path: Path, model_type: str = "bert", max_positions: int = 64) -> Path:
     """A 2-layer, 32-wide random BERT with a word-level vocabulary covering the toy task."""
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
@@ -38,7 +38,7 @@ def make_tiny_bert(path: Path, model_type: str = "bert") -> Path:
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.save_pretrained(path)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+                     intermediate_size=64, max_position_embeddings=max_positions, type_vocab_size=2)
     import torch
     torch.manual_seed(0)
     BertForMaskedLM(cfg).save_pretrained(path)

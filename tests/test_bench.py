@@ -190,10 +190,11 @@ def test_suite_runs_each_task_as_a_grid_and_joins_them(tiny_bert, tmp_path):
 
 
 def test_suite_per_class_runs_each_size_with_its_settings(tiny_bert, tmp_path):
-    """per_class: one suite per size in OUTPUT/n<N>/ (N rows per class, or all), with the suite's `set:` applied."""
+    """per_class: one suite per size in OUTPUT/n<N>/ (N rows per class, or all), with the suite's recipe and its
+    `set:` over it applied."""
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"tasks: [finance-sample]\nper_class: [4, all]\nmodels: [{tiny_bert}]\nmethods: [full]\n"
-                     "seeds: [1]\nset: [pooling=mean, train.min_steps=3]\n")
+                     "seeds: [1]\nrecipe: low-label\nset: [pooling=mean, train.min_steps=3]\n")
     out = tmp_path / "suite"
     r = runner.invoke(app, ["bench", "--suite", str(suite), "--output", str(out), "--epochs", "1", "--set",
                             "data.max_length=16", "--set", "train.precision=no"])
@@ -204,6 +205,7 @@ def test_suite_per_class_runs_each_size_with_its_settings(tiny_bert, tmp_path):
     assert small["steps"] == 3 and whole["steps"] > 3  # min_steps binds on 12 rows only
     recipe = yaml.safe_load(next((out / "n4" / "finance-sample" / "runs").glob("*/recipe.yaml")).read_text())
     assert recipe["data"]["train_per_class"] == 4 and (out / "n4" / "suite.md").is_file()
+    assert recipe["train"]["keep"] == "last" and recipe["train"]["head_init"] == "probe"  # from the recipe
     assert (out / "nall" / "suite.md").is_file()
 
 
@@ -211,7 +213,7 @@ def test_low_label_suite_recipe_loads():
     from peftbert.suite import load_suite
 
     s = load_suite("low-label")
-    assert s.per_class == [8, 32, 128, "all"] and "pooling=mean" in s.overrides
+    assert s.per_class == [8, 32, 128, "all"] and s.recipe == "low-label" and s.methods == ["probe", "full"]
 
 
 @pytest.mark.parametrize("text, needles", [

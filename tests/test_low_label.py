@@ -137,7 +137,58 @@ def test_few_steps_get_a_note_and_the_low_label_recipe_by_name(tiny_bert, toy_fi
     from peftbert.commands.tune import few_steps, tune_config
 
     cfg = make_config(tiny_bert, toy_files, "full")  # 160 rows, batches of 16, 2 epochs: 20 steps
-    assert "--recipe low-label" in few_steps(cfg, 160)
+    assert "--recipe low-label" in few_steps(cfg, 160) and "--method probe" in few_steps(cfg, 160)
     assert few_steps(cfg, 2000) is None  # 250 steps
     low = tune_config("low-label", {"model": str(tiny_bert)})
     assert low.pooling == "mean" and low.train.min_steps == 200 and few_steps(low, 160) is None
+    assert (low.train.head_init, low.train.keep, low.train.lr) == ("probe", "last", 3e-5)  # LP-FT, the last step
+
+
+def test_probe_method_fits_the_head_alone_and_the_run_serves(tiny_bert, toy_files, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = make_config(tiny_bert, toy_files, "probe", tmp_path / "run", ["probe.c=10"])
+    assert cfg.pooling == "mean"  # from the preset: the sentence embedding, not [CLS]
+    m = run_tune(cfg, log=quiet)
+    assert m["steps"] == 0 and m["trainable_params"] == 32 * 2 + 2  # the head's weight and bias, fitted
+    assert m["validation"]["accuracy"] > 0.6
+    base, tuned = load_file(tiny_bert / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    encoder = [k for k in tuned if k.startswith("bert.encoder.")]
+    assert encoder and all(torch.equal(tuned[k], base[k]) for k in encoder)  # the encoder is as pretrained
+    model, tokenizer, _ = load_run(tmp_path / "run")
+    task = load_task(cfg.data, 0)
+    x = torch.as_tensor(head_features(model, tokenizer, task.train, 16))
+    assert torch.equal(model.classifier.weight, tuned["classifier.weight"]) and x.shape[1] == 32
+
+
+def test_a_stronger_penalty_gives_a_softer_probe(tiny_bert, toy_files):
+    cfg = make_config(tiny_bert, toy_files, "full")
+    task = load_task(cfg.data, 0)
+    tok = load_tokenizer(str(tiny_bert))
+    norms = []
+    for c in (0.01, 10):
+        model = load_classifier(str(tiny_bert), task.id2label, "mean")
+        probe_head(model, tok, task.train, 16, seed=0, c=c)
+        norms.append(model.classifier.weight.norm().item())
+    assert norms[0] < norms[1] / 10
+
+
+def test_keep_last_ends_on_the_last_step_and_best_on_the_best(tiny_bert, toy_files, tmp_path):
+    runs = {}
+    for keep in ("best", "last"):
+        cfg = make_config(tiny_bert, toy_files, "full", tmp_path / keep,
+                          [f"train.keep={keep}", "train.max_steps=8", "train.eval_every=2", "train.lr=3e-3"])
+        runs[keep] = run_tune(cfg, log=quiet)
+        history = [json.loads(x) for x in (tmp_path / keep / "eval_log.jsonl").read_text().splitlines()]
+        runs[keep]["history"] = history
+    assert runs["last"]["best_step"] == 8
+    best = max(runs["best"]["history"], key=lambda r: r["macro_f1"])  # the first of equals is kept
+    assert runs["best"]["best_step"] == best["step"]
+    assert runs["last"]["validation"]["macro_f1"] == pytest.approx(runs["last"]["history"][-1]["macro_f1"], abs=0.02)
+
+
+def test_keep_last_refuses_patience():
+    with pytest.raises(UserError, match="drop one of them"):
+        TrainArgs(keep="last", patience=2)
+    with pytest.raises(UserError, match="keep"):
+        TrainArgs(keep="worst")

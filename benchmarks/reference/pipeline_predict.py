@@ -20,7 +20,9 @@ p.add_argument("--batch-size", type=int, default=None, help="pipeline batch size
 args = p.parse_args()
 
 texts = pd.read_csv(args.file)["text"].astype(str).tolist()
-classify = pipeline("text-classification", model=args.model, device=-1)
+import torch  # noqa: E402
+
+classify = pipeline("text-classification", model=args.model, device=0 if torch.cuda.is_available() else -1)
 t1 = time.perf_counter()
 kwargs = {"batch_size": args.batch_size} if args.batch_size else {}
 results = classify(texts, truncation=True, **kwargs)

@@ -63,7 +63,7 @@ def few_steps(cfg: TuneConfig, rows: int) -> str | None:
     if t.max_steps or t.min_steps or steps >= FEW_STEPS:
         return None
     return (f"{rows} training rows give about {steps} optimizer steps, too few to train a classifier: "
-            "`--recipe low-label` (mean pooling, at least 200 steps) or --min-steps")
+            "`--recipe low-label` for tens of rows per class, `--method probe` for a handful, or --min-steps")
 
 
 def default_output(cfg: TuneConfig, task_name: str) -> Path:
@@ -83,7 +83,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
         run.log(f"note: {note}")
     run.log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
             f"{0 if task.test is None else len(task.test)} test, labels {task.label_names}")
-    few = few_steps(cfg, len(task.train))
+    few = None if method.fit_head else few_steps(cfg, len(task.train))
     if few:
         run.log(f"note: {few}")
 
@@ -101,15 +101,20 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
             f"({params['trainable_percent']:.3f}%), precision {run.precision}")
 
     # train, scoring validation on the way
-    batches = classifier_batches(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), tokenizer,
-                                 cfg.train.batching, run.log)
     score = Scorer(run.acc, tokenizer, task.label_names, cfg.data.max_length, cfg.train.eval_batch_size)
     validation = score.loader(task.validation)
     run.write_recipe()
-    hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
-                  functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
-    result = run.train(model, batches, evaluate=lambda m: score(m, validation), hooks=hooks, head=head,
-                       greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method)
+    if method.fit_head:  # the method fits the head itself (probe): no loop
+        result = run.fit_head(lambda: method.fit_head(model, tokenizer, task.train, cfg.data.max_length,
+                                                      cfg.train.seed, cfg.method_args), len(task.train))
+        model = run.acc.prepare(model)  # onto the device the scores are computed on
+    else:
+        batches = classifier_batches(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), tokenizer,
+                                     cfg.train.batching, run.log)
+        hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
+                      functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
+        result = run.train(model, batches, evaluate=lambda m: score(m, validation), hooks=hooks, head=head,
+                           greater_is_better=SELECTION_METRICS[cfg.train.metric], describe=cfg.method)
 
     # The final scores in fp32, without the loop's autocast: the saved model is served in fp32 (predict, export,
     # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).

@@ -4,7 +4,7 @@ Adding a method = a module here that calls `register(Method(...))`, its import b
 recipes/methods/<name>.yaml, and a row in tests/test_methods.py's formula. The loop and CLI do not change.
 """
 
-from . import adalora, adapter, bitfit, full, ia3, lora, lora_variants, prefix  # noqa: F401 (they register)
+from . import adalora, adapter, bitfit, full, ia3, lora, lora_variants, prefix, probe  # noqa: F401 (they register)
 from .base import METHODS, Context, Method, get_method, method_configs, register, sizable
 
 __all__ = ["METHODS", "Context", "Method", "get_method", "method_configs", "register", "sizable"]

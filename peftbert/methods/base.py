@@ -46,6 +46,9 @@ class Method:
     on_train_begin: Callable | None = None  # (model, plan) once, after prepare, with the loop's real StepPlan
     on_optimizer_step: Callable | None = None  # (model, step) in the loop, after optimizer.step
     summary: Callable | None = None  # (model) -> dict of extra facts for metrics.json
+    # (model, tokenizer, train frame, max_length, seed, cfg) -> training accuracy: the method fits the head
+    # itself and the loop does not run (probe)
+    fit_head: Callable | None = None
     # `peftbert search`'s default space over this method's own settings: {field: spec}, a spec being
     # {"choices": [...]} or {"low": a, "high": b, "log": bool} (integers when a and b are), see search.py
     space: dict = field(default_factory=dict)
