@@ -87,7 +87,7 @@ def grid_markdown(exp: Experiment, spec: dict) -> list[str]:
             base = json.loads(bfile.read_text()) if bfile.is_file() else None
             scores = base["scores"] if base and base.get("split") == rows[0]["split"] else None
             lines += [f"##### {task}", "", summary_markdown(summarise(rows), scores)
-                      + paired_markdown(paired(rows), rows[0]["split"])]
+                      + paired_markdown(paired(rows, tuple(spec.get("references", ["full"]))), rows[0]["split"])]
     return lines
 
 

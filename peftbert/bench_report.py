@@ -76,17 +76,18 @@ def _sd(xs):
     return round(statistics.stdev(xs), 4) if len(xs) > 1 else None
 
 
-def paired(rows: list[dict]) -> list[dict]:
-    """Differences (points) between runs of the same task and seed: method - full per model, model - first
-    model per method; mean and 95% t-interval of each metric over the shared (task, seed) units."""
+def paired(rows: list[dict], references: tuple[str, ...] = ("full",)) -> list[dict]:
+    """Differences (points) between runs of the same task and seed: method - reference per model (full, or each
+    of `references`), model - first model per method; mean and 95% t-interval of each metric over the shared
+    (task, seed) units."""
     from scipy import stats
 
     runs: dict[tuple, dict] = {}
     for r in rows:
         runs.setdefault((r["model"], r["method"]), {})[(r.get("task", ""), r["seed"])] = r
     models = list(dict.fromkeys(r["model"] for r in rows))
-    pairs = [((model, m), (model, "full")) for model in models for (mm, m) in runs if mm == model and m != "full"
-             and (model, "full") in runs]
+    pairs = [((model, m), (model, ref)) for i, ref in enumerate(references) for model in models
+             for (mm, m) in runs if mm == model and m != ref and m not in references[:i] and (model, ref) in runs]
     pairs += [((model, m), (models[0], m)) for model in models[1:] for (mm, m) in runs if mm == model
               and (models[0], m) in runs]
     out = []

@@ -245,3 +245,15 @@ def test_a_cell_whose_checkpoint_has_other_settings_starts_over(tiny_bert, toy_f
     assert r.exit_code == 0, r.output
     assert "starting the cell over" in r.output and (cell / "metrics.json").exists()
     assert json.loads((cell / "metrics.json").read_text())["steps"] == 4
+
+
+def test_paired_against_several_references():
+    """method - each reference on the same seeds, each pair once: probe - full, setfit - full, probe - setfit."""
+    from peftbert.bench_report import paired
+
+    scores = {"full": [0.50, 0.60, 0.55], "probe": [0.52, 0.61, 0.58], "setfit": [0.51, 0.63, 0.54]}
+    rows = [{"model": "m", "method": method, "seed": seed, "task": "t", "accuracy": f, "macro_f1": f}
+            for method, fs in scores.items() for seed, f in zip((1, 2, 3), fs)]
+    got = {p["comparison"]: p["macro_f1_diff"] for p in paired(rows, ("full", "setfit"))}
+    assert got == {"m/probe - m/full": 2.0, "m/setfit - m/full": 1.0, "m/probe - m/setfit": 1.0}
+    assert [p["comparison"] for p in paired(rows)] == ["m/probe - m/full", "m/setfit - m/full"]
