@@ -115,23 +115,28 @@ def make_data(data_dir: Path, tmp: Path, rows: int, corpus_docs: int, texts: int
     picked = full.sample(n=rows + rows // 10, random_state=0)
     picked.iloc[:rows].to_csv(tmp / "train.csv", index=False)
     picked.iloc[rows:].to_csv(tmp / "validation.csv", index=False)
-    import gzip
     lines = []
     for f in sorted((data_dir / "finance-corpus").glob("*.txt.gz")):  # the first documents of every source
-        docs, current = 0, []
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                current.append(line.rstrip("\n"))
-                if not line.strip():
-                    docs += 1
-                    if docs >= corpus_docs:
-                        break
-        lines += current + [""]
+        lines += [line.rstrip("\n") for line in first_documents(f, corpus_docs)] + [""]
     (tmp / "corpus.txt").write_text("\n".join(lines) + "\n")
     if texts:  # a smaller prediction set (smoke runs of this script)
         full.iloc[:texts].to_csv(tmp / "texts.csv", index=False)
     return {"train": tmp / "train.csv", "validation": tmp / "validation.csv", "test": twitter / "valid.csv",
             "texts": tmp / "texts.csv" if texts else twitter / "train.csv", "corpus": tmp / "corpus.txt"}
+
+
+def first_documents(path: Path, n: int) -> list[str]:
+    """The lines of a .txt.gz corpus file up to and including its n-th blank line (documents end at one)."""
+    import gzip
+
+    lines, docs = [], 0
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            lines.append(line)
+            docs += not line.strip()
+            if docs >= n:
+                break
+    return lines
 
 
 def main():
@@ -240,13 +245,7 @@ def pack(data_dir: Path, out: Path, corpus_docs: int) -> None:
         shutil.copy(data_dir / twitter / name, out / "data" / twitter / name)
     (out / "data" / "finance-corpus").mkdir(exist_ok=True)
     for f in sorted((data_dir / "finance-corpus").glob("*.txt.gz")):
-        lines, docs = [], 0
-        with gzip.open(f, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                lines.append(line)
-                docs += not line.strip()
-                if docs >= corpus_docs * 2:  # twice what a run reads: room for --corpus-docs up to that
-                    break
+        lines = first_documents(f, corpus_docs * 2)  # twice what a run reads: room for --corpus-docs up to that
         with gzip.open(out / "data" / "finance-corpus" / f.name, "wt", encoding="utf-8") as fh:
             fh.writelines(lines)
     model = Path(resolve_model("minilm"))
