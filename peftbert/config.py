@@ -378,7 +378,8 @@ class AdaptArgs:
     select: int | None = field(default=None, metadata={
         "help": "keep only the N corpus lines nearest --task's training texts (kNN-selected TAPT)"})
     probe_task: str | None = field(default=None, metadata={
-        "help": "score a linear probe for this task (its validation split) at every evaluation"})
+        "help": "score a linear probe for this task (its validation split) at every evaluation; keep the best, "
+                "the starting encoder included"})
     probe_rows: int = field(default=1000, metadata={"help": "training rows the probe is fitted on, at most"})
     preserve: float = field(default=0.0, metadata={
         "help": "weight of a term keeping the encoder's mean-pooled embeddings near the original's (0 = off)"})
@@ -437,9 +438,11 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     from .methods.lora import LoraArgs
 
     merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
-    if recipe:
-        merged = deep_merge(merged, load_yaml(recipe))
-    merged = deep_merge(merged, cli)
+    user = deep_merge(load_yaml(recipe), cli) if recipe else cli  # what the user set, over the defaults
+    merged = deep_merge(merged, user)
+    if (merged.get("adapt") or {}).get("probe_task") and "metric" not in (user.get("train") or {}):
+        # a task to probe is named so that the task decides: perplexity can fall while the task's score does too
+        merged["train"] = {**merged["train"], "metric": "probe_macro_f1"}
     run_keys = [f.name for f in fields(AdaptConfig) if f.name not in ADAPT_BLOCKS]
     unknown = sorted(set(merged) - set(run_keys) - set(ADAPT_BLOCKS))
     if unknown:

@@ -109,23 +109,58 @@ def test_adapt_preserve_keeps_embeddings_closer(tiny_bert, tmp_path):
     assert drift[5.0] < drift[0.0]
 
 
-def test_adapt_probe_task_scores_validation_and_can_choose(tiny_bert, tmp_path):
-    """--probe-task: the task probe's validation score sits beside perplexity before, during and after, and
-    train.metric probe_macro_f1 keeps the evaluation it scores best."""
+def corpus_file(tmp_path, seed=1, documents=30):
     corpus = tmp_path / "c.txt.gz"
-    rng = random.Random(1)
+    rng = random.Random(seed)
     with gzip.open(corpus, "wt") as f:
-        for _ in range(30):
+        for _ in range(documents):
             f.write(" ".join(rng.choice(POS + NEG + FILLER) for _ in range(12)) + "\n\n")
+    return corpus
+
+
+def test_adapt_probe_task_scores_validation_and_chooses_by_it(tiny_bert, tmp_path):
+    """--probe-task: the task probe's validation score sits beside perplexity before, during and after, and
+    picks the weights kept (train.metric defaults to probe_macro_f1), the starting encoder among them."""
     out = tmp_path / "out"
-    m = run_adapt(config(tiny_bert, [corpus], out, {"max_steps": 6, "eval_every": 2, "lr": 5e-3,
-                                                    "metric": "probe_macro_f1"},
-                         probe_task="finance-sample", probe_rows=100), log=quiet)
+    cfg = config(tiny_bert, [corpus_file(tmp_path)], out, {"max_steps": 6, "eval_every": 2, "lr": 5e-3},
+                 probe_task="finance-sample", probe_rows=100)
+    assert cfg.train.metric == "probe_macro_f1"
+    assert config(tiny_bert, [out], out, {"metric": "loss"}, probe_task="finance-sample").train.metric == "loss"
+    m = run_adapt(cfg, log=quiet)
     assert 0 <= m["heldout_before"]["probe_macro_f1"] <= 1 and "probe_macro_f1" in m["heldout_after"]
     history = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
     scores = {h["step"]: h["probe_macro_f1"] for h in history}
     assert len(scores) == 3 and scores[m["best_step"]] == max(scores.values())
-    assert m["heldout_after"]["probe_macro_f1"] == pytest.approx(scores[m["best_step"]], abs=1e-6)
+    kept = m["heldout_before"]["probe_macro_f1"] if m["kept_start"] else scores[m["best_step"]]
+    assert m["kept_start"] == (max(scores.values()) <= m["heldout_before"]["probe_macro_f1"])
+    assert m["heldout_after"]["probe_macro_f1"] == pytest.approx(kept, abs=1e-6)
+
+
+@pytest.mark.parametrize("trend,method", [("falling", "full"), ("rising", "full"), ("falling", "lora")])
+def test_adapt_keeps_the_starting_encoder_unless_an_evaluation_beats_it(tiny_bert, tmp_path, monkeypatch, trend,
+                                                                       method):
+    """The guarantee behind "adapting never hurts the task": scores that only fall after the start give back the
+    starting encoder, bit for bit; a score above the start keeps the adapted one."""
+    import peftbert.commands.adapt as adapt_command
+
+    calls = []
+
+    class Scripted:  # the probe's scores, scripted: before, steps 2, 4, 6, then the kept weights once more
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, encoder):
+            calls.append(1)
+            step = len(calls) - 1
+            return {"probe_macro_f1": 0.5 - 0.1 * step if trend == "falling" else 0.5 + 0.1 * min(step, 3)}
+
+    monkeypatch.setattr(adapt_command, "TaskProbe", Scripted)
+    out = tmp_path / "out"
+    m = run_adapt(config(tiny_bert, [corpus_file(tmp_path)], out, {"max_steps": 6, "eval_every": 2, "lr": 5e-3},
+                         probe_task="finance-sample", method=method), log=quiet)
+    original, adapted = AutoModel.from_pretrained(str(tiny_bert)), AutoModel.from_pretrained(str(out))
+    same = all(torch.equal(p, adapted.state_dict()[k]) for k, p in original.state_dict().items() if "pooler" not in k)
+    assert m["kept_start"] == (trend == "falling") == same
 
 
 def test_probe_metric_needs_a_probe_task(tiny_bert, tmp_path):

@@ -97,6 +97,15 @@ def decontaminate_sources(cfg: AdaptConfig, sources) -> dict:
     return {"tasks": tasks, **dropped.as_dict()}
 
 
+def probe_chooses(cfg: AdaptConfig) -> bool:
+    """The task probe picks the weights kept (not train.keep last)."""
+    return cfg.train.metric.startswith("probe_") and cfg.train.keep == "best"
+
+
+def beats(value: float | None, start: float, greater_is_better: bool) -> bool:
+    return value is not None and (value > start if greater_is_better else value < start)
+
+
 # ---------------------------------------------------------------- model
 def apply_lora(model, cfg: AdaptConfig):
     """The registry's LoRA on the bare encoder (no task head); the MLM head trains fully, in place, not as a
@@ -224,6 +233,9 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
                 "then the encoder's own steps")
         results.append(warm_up_head(net, model, train_blocks, collate, cfg, run.acc, heldout))
         run.fresh_accelerator()
+    # chosen by the task: the encoder as it was competes with every evaluation, so adapting cannot hand back an
+    # encoder the task's validation likes less than the one it started from
+    start = probe_chooses(cfg) and {k: v.detach().to("cpu", copy=True) for k, v in model.base_model.state_dict().items()}
     if a.preserve:  # the encoder as it was, frozen: what the preservation term measures drift from
         net.teacher, net.preserve = frozen_copy(model.base_model), a.preserve
     if a.method == "lora":
@@ -239,6 +251,11 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     run.acc.unwrap_model(net, keep_fp32_wrapper=False)  # (the loop restored the best weights into it)
     if a.method == "lora":
         model = model.merge_and_unload()  # a plain checkpoint: nothing downstream needs peft
+    kept_start = bool(start) and not beats(results[-1].best_metric, before[t.metric], MLM_METRICS[t.metric])
+    if kept_start:
+        model.base_model.load_state_dict(start)
+        run.log(f"no evaluation beat the starting encoder's {t.metric} ({before[t.metric]:.4f}): "
+                "the output keeps its encoder (the masked-LM head as trained)")
     model.eval()
     after = evaluate(PredictedOnly(model))
     blocks_seen = sum(r.samples_seen for r in results)
@@ -254,7 +271,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         "whole_word_mask": a.whole_word_mask, "nsp": a.nsp, "preserve": a.preserve, "seed": t.seed,
         "train_blocks": len(train_blocks), "train_tokens": train_blocks.n_tokens,
         "heldout_blocks": len(heldout_blocks), "heldout_tokens": heldout_blocks.n_tokens,
-        "heldout_before": before, "heldout_after": after, "metric": t.metric,
+        "heldout_before": before, "heldout_after": after, "metric": t.metric, "kept_start": kept_start,
         # with a new head, `before` scores a random head; after the warm-up it scores the unchanged encoder,
         # which is the fair baseline for what adapting the encoder bought
         "heldout_after_head_warmup": results[0].best_eval if len(results) > 1 else None,
