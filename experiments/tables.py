@@ -276,7 +276,46 @@ def probe_c_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*lines, ""]
 
 
-KINDS = {"dev-arms": dev_arms_markdown, "probe-c": probe_c_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
+def adapt_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """`adapt --probe-task` runs: the task probe's validation macro-F1 before and at each evaluation (eval_log.jsonl
+    beside metrics.json), beside perplexity, and which weights were kept."""
+    lines = ["| run | method | preserve | steps | held-out perplexity before → after | task probe before | "
+             "task probe at each evaluation | kept |", "|---|---|---|---|---|---|---|---|"]
+    for f in result_files(exp, spec):
+        m = json.loads(f.read_text())
+        b, a = m["heldout_before"], m["heldout_after"]
+        log = [json.loads(line) for line in (f.parent / "eval_log.jsonl").read_text().splitlines()]
+        evals = " / ".join(f"{r['step']}: {r['probe_macro_f1']:.3f}" for r in log if "probe_macro_f1" in r)
+        kept = "the start" if m["kept_start"] else f"step {m['best_step']}"
+        lines.append(f"| {f.parent.name} | {m['method']} | {m['preserve']:g} | {m['steps']} | "
+                     f"{b['perplexity']:.1f} → {a['perplexity']:.1f} | {b['probe_macro_f1']:.3f} | {evals} | {kept} |")
+    return [*lines, ""]
+
+
+def dev_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
+    """Starts scored on a development set (a JSON line each: model, n, seed, dev_f1): per N and model the mean over
+    seeds, and the paired difference from the first model (points, 95% t-interval over seeds)."""
+    from scipy import stats
+
+    rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = [f"| per class | model | seeds | dev macro-F1 (mean) | − {Path(models[0]).name} (points, 95% interval) |",
+             "|---|---|---|---|---|"]
+    for n in sorted({r["n"] for r in rows}):
+        score = {(r["model"], r["seed"]): r["dev_f1"] for r in rows if r["n"] == n}
+        for model in models:
+            seeds = sorted(s for m, s in score if m == model)
+            mean = statistics.mean(score[model, s] for s in seeds)
+            diff = "–"
+            if model != models[0]:
+                d = [100 * (score[model, s] - score[models[0], s]) for s in seeds]
+                half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
+                diff = f"{statistics.mean(d):+.2f} [{statistics.mean(d) - half:+.2f}, {statistics.mean(d) + half:+.2f}]"
+            lines.append(f"| {n} | {Path(model).name} | {seeds[0]}-{seeds[-1]} | {mean:.4f} | {diff} |")
+    return [*lines, ""]
+
+
+KINDS = {"dev-arms": dev_arms_markdown, "adapt-probe": adapt_probe_markdown, "dev-probe": dev_probe_markdown, "probe-c": probe_c_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
          "index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown,
          "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
          "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,
