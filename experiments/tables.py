@@ -279,16 +279,20 @@ def probe_c_markdown(exp: Experiment, spec: dict) -> list[str]:
 def adapt_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
     """`adapt --probe-task` runs: the task probe's validation macro-F1 before and at each evaluation (eval_log.jsonl
     beside metrics.json), beside perplexity, and which weights were kept."""
-    lines = ["| run | method | preserve | steps | held-out perplexity before → after | task probe before | "
-             "task probe at each evaluation | kept |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | method | preserve | head warm-up steps | encoder steps | held-out perplexity after the head "
+             "warm-up → at the best evaluation | task probe before | task probe at each evaluation | kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for f in result_files(exp, spec):
         m = json.loads(f.read_text())
-        b, a = m["heldout_before"], m["heldout_after"]
+        warm, b = m["heldout_after_head_warmup"] or m["heldout_before"], m["heldout_before"]
         log = [json.loads(line) for line in (f.parent / "eval_log.jsonl").read_text().splitlines()]
-        evals = " / ".join(f"{r['step']}: {r['probe_macro_f1']:.3f}" for r in log if "probe_macro_f1" in r)
-        kept = "the start" if m["kept_start"] else f"step {m['best_step']}"
-        lines.append(f"| {f.parent.name} | {m['method']} | {m['preserve']:g} | {m['steps']} | "
-                     f"{b['perplexity']:.1f} → {a['perplexity']:.1f} | {b['probe_macro_f1']:.3f} | {evals} | {kept} |")
+        encoder = [r for r in log if "probe_macro_f1" in r]
+        best = max(encoder, key=lambda r: r["probe_macro_f1"])
+        evals = " / ".join(f"{r['step']}: {r['probe_macro_f1']:.3f}" for r in encoder)
+        kept = "the start" if m.get("kept_start") else f"step {m['best_step']}"
+        lines.append(f"| {f.parent.name} | {m['method']} | {m['preserve']:g} | {m['head_warmup_steps']} | "
+                     f"{m['steps']} | {warm['perplexity']:.1f} → {best['perplexity']:.1f} | "
+                     f"{b['probe_macro_f1']:.3f} | {evals} | {kept} |")
     return [*lines, ""]
 
 
@@ -315,7 +319,8 @@ def dev_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*lines, ""]
 
 
-KINDS = {"dev-arms": dev_arms_markdown, "adapt-probe": adapt_probe_markdown, "dev-probe": dev_probe_markdown, "probe-c": probe_c_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
+KINDS = {"dev-arms": dev_arms_markdown, "adapt-probe": adapt_probe_markdown, "dev-probe": dev_probe_markdown,
+         "probe-c": probe_c_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
          "index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown,
          "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
          "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,

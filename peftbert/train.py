@@ -334,14 +334,19 @@ class EvalTracker:
 
     def state(self) -> dict:
         """What a checkpoint keeps of the evaluations (the best weights go beside it: save_best)."""
-        return {"history": self.history, "best_metric": self.best_metric, "best_step": self.best_step,
-                "best_eval": self.best_eval, "bad_evals": self.bad_evals}
+        return {"history": self.history, "metric": self.args.metric, "best_metric": self.best_metric,
+                "best_step": self.best_step, "best_eval": self.best_eval, "bad_evals": self.bad_evals}
 
     def save_best(self, ckpt: Path) -> None:
         if self.best_state is not None:
             torch.save(self.best_state, ckpt / BEST_STATE)
 
     def load(self, state: dict, ckpt: Path) -> None:
+        chosen_by = state.get("metric", self.args.metric)  # (checkpoints before this field: not checked)
+        if chosen_by != self.args.metric:  # its best score would be compared with another metric's
+            raise CheckpointMismatch(f"{ckpt} kept its best weights by {chosen_by}, this run chooses by "
+                                     f"{self.args.metric}; resume with --metric {chosen_by}, or start again with "
+                                     "--overwrite")
         self.history, self.best_metric, self.best_step = state["history"], state["best_metric"], state["best_step"]
         self.best_eval, self.bad_evals = state["best_eval"], state["bad_evals"]
         if (ckpt / BEST_STATE).is_file():

@@ -203,4 +203,7 @@ def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_
     # a half-done epoch resumed in another batch order would skip other texts than the ones it trained on
     r = CliRunner().invoke(app, [*base, "--batching", "grouped"])
     assert r.exit_code == 2 and "trained with packed batches, not grouped" in r.output, r.output
+    # its best score so far is of another metric: compared with this run's, it would decide the weights kept
+    r = CliRunner().invoke(app, [*base, "--metric", "accuracy"])
+    assert r.exit_code == 2 and "kept its best weights by macro_f1, this run chooses by accuracy" in r.output, r.output
     assert not (run / "checkpoints" / "checkpoint_6").exists()

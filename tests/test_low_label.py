@@ -13,7 +13,7 @@ from helpers import make_config
 from test_adapt import config
 from peftbert.commands.adapt import run_adapt
 from peftbert.masked_lm import mean_pooled
-from peftbert.config import TrainArgs
+from peftbert.config import TrainArgs, build_adapt_config
 from peftbert.data.tasks import load_task
 from peftbert.errors import UserError
 from peftbert.models import load_classifier, load_tokenizer
@@ -126,6 +126,10 @@ def test_adapt_probe_task_scores_validation_and_chooses_by_it(tiny_bert, tmp_pat
                  probe_task="finance-sample", probe_rows=100)
     assert cfg.train.metric == "probe_macro_f1"
     assert config(tiny_bert, [out], out, {"metric": "loss"}, probe_task="finance-sample").train.metric == "loss"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  metric: loss\n")  # set in a recipe file: the user's choice too
+    assert build_adapt_config(str(recipe), {"model": str(tiny_bert), "corpus": [str(out)],
+                                            "adapt": {"probe_task": "finance-sample"}}).train.metric == "loss"
     m = run_adapt(cfg, log=quiet)
     assert 0 <= m["heldout_before"]["probe_macro_f1"] <= 1 and "probe_macro_f1" in m["heldout_after"]
     history = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]

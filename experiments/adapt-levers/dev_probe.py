@@ -16,9 +16,8 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from peftbert.config import PROBE_C
+from peftbert.config import PROBE_C, DataArgs
 from peftbert.data.tasks import data_dir
-from peftbert.config import DataArgs
 from peftbert.models import load_classifier, load_tokenizer, resolve_model
 from peftbert.probe import head_features
 

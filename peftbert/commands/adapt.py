@@ -97,13 +97,25 @@ def decontaminate_sources(cfg: AdaptConfig, sources) -> dict:
     return {"tasks": tasks, **dropped.as_dict()}
 
 
-def probe_chooses(cfg: AdaptConfig) -> bool:
-    """The task probe picks the weights kept (not train.keep last)."""
-    return cfg.train.metric.startswith("probe_") and cfg.train.keep == "best"
+def starting_encoder(model, cfg: AdaptConfig) -> dict | None:
+    """With the task probe choosing the weights kept (train.keep best), a CPU copy of the encoder as it starts:
+    it competes with every evaluation, so adapting cannot hand back an encoder the task's validation split
+    scores below the one it started from."""
+    if not (cfg.train.metric.startswith("probe_") and cfg.train.keep == "best"):
+        return None
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.base_model.state_dict().items()}
 
 
-def beats(value: float | None, start: float, greater_is_better: bool) -> bool:
-    return value is not None and (value > start if greater_is_better else value < start)
+def keep_start_unless_beaten(model, start: dict | None, result, before: dict, metric: str, log) -> bool:
+    """Put the starting encoder back when no evaluation beat its score; whether it was put back."""
+    best, first = result.best_metric, before[metric]
+    beaten = best is not None and (best > first if MLM_METRICS[metric] else best < first)
+    if start is None or beaten:
+        return False
+    model.base_model.load_state_dict(start)  # (the tied decoder too: it is the encoder's input embeddings)
+    log(f"no evaluation beat the starting encoder's {metric} ({first:.4f}): the output holds the starting "
+        "encoder's weights (the masked-LM head's transform as trained)")
+    return True
 
 
 # ---------------------------------------------------------------- model
@@ -233,9 +245,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
                 "then the encoder's own steps")
         results.append(warm_up_head(net, model, train_blocks, collate, cfg, run.acc, heldout))
         run.fresh_accelerator()
-    # chosen by the task: the encoder as it was competes with every evaluation, so adapting cannot hand back an
-    # encoder the task's validation likes less than the one it started from
-    start = probe_chooses(cfg) and {k: v.detach().to("cpu", copy=True) for k, v in model.base_model.state_dict().items()}
+    start = starting_encoder(model, cfg)
     if a.preserve:  # the encoder as it was, frozen: what the preservation term measures drift from
         net.teacher, net.preserve = frozen_copy(model.base_model), a.preserve
     if a.method == "lora":
@@ -251,11 +261,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     run.acc.unwrap_model(net, keep_fp32_wrapper=False)  # (the loop restored the best weights into it)
     if a.method == "lora":
         model = model.merge_and_unload()  # a plain checkpoint: nothing downstream needs peft
-    kept_start = bool(start) and not beats(results[-1].best_metric, before[t.metric], MLM_METRICS[t.metric])
-    if kept_start:
-        model.base_model.load_state_dict(start)
-        run.log(f"no evaluation beat the starting encoder's {t.metric} ({before[t.metric]:.4f}): "
-                "the output keeps its encoder (the masked-LM head as trained)")
+    kept_start = keep_start_unless_beaten(model, start, results[-1], before, t.metric, run.log)
     model.eval()
     after = evaluate(PredictedOnly(model))
     blocks_seen = sum(r.samples_seen for r in results)
@@ -275,7 +281,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
         # with a new head, `before` scores a random head; after the warm-up it scores the unchanged encoder,
         # which is the fair baseline for what adapting the encoder bought
         "heldout_after_head_warmup": results[0].best_eval if len(results) > 1 else None,
-        **run.loop_metrics(results), "tokens_seen": tokens,
+        **run.loop_metrics(results), **({"best_step": None} if kept_start else {}), "tokens_seen": tokens,
         "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),  # training only: the loop times evals apart
         **params, **run.machine_metrics(), "carried_over": sorted(pooler),
     }
