@@ -14,7 +14,7 @@ import re
 import statistics
 from pathlib import Path
 
-from peftbert.bench_report import paired, paired_markdown, run_rows, summarise, summary_markdown
+from peftbert.bench_report import mean_interval, paired, paired_markdown, run_rows, summarise, summary_markdown
 from peftbert.models import DEFAULT_MODEL
 from peftbert.suite import group_baselines, load_suite, suite_tables, task_dir
 
@@ -299,8 +299,6 @@ def adapt_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
 def dev_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
     """Starts scored on a development set (a JSON line each: model, n, seed, dev_f1): per N and model the mean over
     seeds, and the paired difference from the first model (points, 95% t-interval over seeds)."""
-    from scipy import stats
-
     rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
     models = list(dict.fromkeys(r["model"] for r in rows))
     lines = [f"| per class | model | seeds | dev macro-F1 (mean) | − {Path(models[0]).name} (points, 95% interval) |",
@@ -312,9 +310,8 @@ def dev_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
             mean = statistics.mean(score[model, s] for s in seeds)
             diff = "–"
             if model != models[0]:
-                d = [100 * (score[model, s] - score[models[0], s]) for s in seeds]
-                half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
-                diff = f"{statistics.mean(d):+.2f} [{statistics.mean(d) - half:+.2f}, {statistics.mean(d) + half:+.2f}]"
+                mean_d, half = mean_interval([100 * (score[model, s] - score[models[0], s]) for s in seeds])
+                diff = f"{mean_d:+.2f} [{mean_d - half:+.2f}, {mean_d + half:+.2f}]"
             lines.append(f"| {n} | {Path(model).name} | {seeds[0]}-{seeds[-1]} | {mean:.4f} | {diff} |")
     return [*lines, ""]
 

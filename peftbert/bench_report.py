@@ -76,12 +76,20 @@ def _sd(xs):
     return round(statistics.stdev(xs), 4) if len(xs) > 1 else None
 
 
+def mean_interval(diffs: list[float]) -> tuple[float, float | None]:
+    """The mean of paired differences and the half-width of its 95% t-interval (None from a single pair)."""
+    from scipy import stats
+
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return mean, None
+    return mean, stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+
+
 def paired(rows: list[dict], references: tuple[str, ...] = ("full",)) -> list[dict]:
     """Differences (points) between runs of the same task and seed: method - reference per model (full, or each
     of `references`), model - first model per method; mean and 95% t-interval of each metric over the shared
     (task, seed) units."""
-    from scipy import stats
-
     runs: dict[tuple, dict] = {}
     for r in rows:
         runs.setdefault((r["model"], r["method"]), {})[(r.get("task", ""), r["seed"])] = r
@@ -99,9 +107,7 @@ def paired(rows: list[dict], references: tuple[str, ...] = ("full",)) -> list[di
         shown = " ".join(str(s) for _, s in seeds) if one_task else f"{len(seeds)} task x seed pairs"
         row = {"comparison": f"{a[0]}/{a[1]} - {b[0]}/{b[1]}", "n": len(seeds), "seeds": shown}
         for metric in ("accuracy", "macro_f1"):
-            d = [100 * (runs[a][s][metric] - runs[b][s][metric]) for s in seeds]
-            mean = statistics.mean(d)
-            half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
+            mean, half = mean_interval([100 * (runs[a][s][metric] - runs[b][s][metric]) for s in seeds])
             row[f"{metric}_diff"] = round(mean, 2)
             row[f"{metric}_ci_low"] = None if half is None else round(mean - half, 2)
             row[f"{metric}_ci_high"] = None if half is None else round(mean + half, 2)

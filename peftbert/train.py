@@ -266,6 +266,11 @@ class Progress:
         self.epoch, self.batches_in_epoch = self.epoch + 1, 0
 
 
+def better(value: float, than: float, greater_is_better: bool) -> bool:
+    """Whether a validation score beats another (ties do not)."""
+    return value > than if greater_is_better else value < than
+
+
 class EvalTracker:
     """The evaluations of a run and the best of them: scores the model, logs each score (trackers, eval_log.jsonl,
     the console), keeps the best weights in memory and counts evaluations in a row that did not beat them.
@@ -295,8 +300,7 @@ class EvalTracker:
         record = {"step": step, "epoch": round(epoch, 4), **{k: v for k, v in metrics.items()
                                                               if isinstance(v, (int, float))}}
         self.history.append(record)
-        improved = self.best_metric is None or (value > self.best_metric if self.greater_is_better
-                                                else value < self.best_metric)
+        improved = self.best_metric is None or better(value, self.best_metric, self.greater_is_better)
         # keep last: every evaluation is the one kept. A few dozen validation rows make the best score mostly
         # noise: at 8 tweets per class the best step was 1-18 of 200 in 4 of 5 runs (experiments/low-label)
         improved = improved or self.args.keep == "last"

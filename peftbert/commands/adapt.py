@@ -108,9 +108,10 @@ def starting_encoder(model, cfg: AdaptConfig) -> dict | None:
 
 def keep_start_unless_beaten(model, start: dict | None, result, before: dict, metric: str, log) -> bool:
     """Put the starting encoder back when no evaluation beat its score; whether it was put back."""
-    best, first = result.best_metric, before[metric]
-    beaten = best is not None and (best > first if MLM_METRICS[metric] else best < first)
-    if start is None or beaten:
+    from ..train import better
+
+    first = before[metric]
+    if start is None or (result.best_metric is not None and better(result.best_metric, first, MLM_METRICS[metric])):
         return False
     model.base_model.load_state_dict(start)  # (the tied decoder too: it is the encoder's input embeddings)
     log(f"no evaluation beat the starting encoder's {metric} ({first:.4f}): the output holds the starting "
