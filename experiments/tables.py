@@ -14,6 +14,8 @@ import re
 import statistics
 from pathlib import Path
 
+import yaml
+
 from peftbert.bench_report import mean_interval, paired, paired_markdown, run_rows, summarise, summary_markdown
 from peftbert.models import DEFAULT_MODEL
 from peftbert.suite import group_baselines, load_suite, suite_tables, task_dir
@@ -279,18 +281,19 @@ def probe_c_markdown(exp: Experiment, spec: dict) -> list[str]:
 def adapt_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
     """`adapt --probe-task` runs: the task probe's validation macro-F1 before and at each evaluation (eval_log.jsonl
     beside metrics.json), beside perplexity, and which weights were kept."""
-    lines = ["| run | method | preserve | head warm-up steps | encoder steps | held-out perplexity after the head "
-             "warm-up → at the best evaluation | task probe before | task probe at each evaluation | kept |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | probe task | method | preserve | head warm-up steps | encoder steps | held-out perplexity after "
+             "the head warm-up → at the best evaluation | task probe before | task probe at each evaluation | kept |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for f in result_files(exp, spec):
         m = json.loads(f.read_text())
+        probe_task = yaml.safe_load((f.parent / "recipe.yaml").read_text())["adapt"]["probe_task"]
         warm, b = m["heldout_after_head_warmup"] or m["heldout_before"], m["heldout_before"]
         log = [json.loads(line) for line in (f.parent / "eval_log.jsonl").read_text().splitlines()]
         encoder = [r for r in log if "probe_macro_f1" in r]
         best = max(encoder, key=lambda r: r["probe_macro_f1"])
         evals = " / ".join(f"{r['step']}: {r['probe_macro_f1']:.3f}" for r in encoder)
         kept = "the start" if m.get("kept_start") else f"step {m['best_step']}"
-        lines.append(f"| {f.parent.name} | {m['method']} | {m['preserve']:g} | {m['head_warmup_steps']} | "
+        lines.append(f"| {f.parent.name} | {probe_task} | {m['method']} | {m['preserve']:g} | {m['head_warmup_steps']} | "
                      f"{m['steps']} | {warm['perplexity']:.1f} → {best['perplexity']:.1f} | "
                      f"{b['probe_macro_f1']:.3f} | {evals} | {kept} |")
     return [*lines, ""]

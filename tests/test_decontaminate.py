@@ -71,3 +71,17 @@ def test_select_keeps_the_corpus_lines_nearest_the_task(tiny_bert):
 def test_select_needs_a_task_and_a_corpus(tiny_bert, tmp_path):
     with pytest.raises(UserError, match="--task NAME and --domain or --corpus"):
         config(tiny_bert, [], tmp_path / "o", select=10)
+
+
+def test_select_embeds_under_bf16_close_to_fp32(tiny_bert):
+    """The bf16 path (adapt --select on bf16 hardware) gives the embeddings fp32 gives, to bf16's precision."""
+    from transformers import AutoModel
+
+    from peftbert.data.select import embed
+
+    tokenizer, model = load_tokenizer(str(tiny_bert)), AutoModel.from_pretrained(str(tiny_bert)).eval()
+    texts = [f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)]
+    fp32, bf16 = embed(texts, model, tokenizer), embed(texts, model, tokenizer, bf16=True)
+    assert fp32.dtype == bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # it did run in bf16
+    assert torch.allclose(bf16.norm(dim=1), torch.ones(len(texts)))
+    assert (fp32 * bf16).sum(dim=1).min() > 0.99  # cosine of each text's two embeddings

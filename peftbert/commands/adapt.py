@@ -35,7 +35,7 @@ def load_domain(name: str) -> dict:
     return d
 
 
-def collect_sources(cfg: AdaptConfig):
+def collect_sources(cfg: AdaptConfig, cpu: bool = False):
     from ..data.corpus import load_corpus, task_source
     from ..data.tasks import data_dir
 
@@ -50,22 +50,26 @@ def collect_sources(cfg: AdaptConfig):
     if cfg.task:
         task = task_source(cfg.task, cfg.data_dir, cfg.train.seed)
         if cfg.adapt.select:
-            sources = [select_near(sources, task, cfg)]
+            sources = [select_near(sources, task, cfg, cpu)]
         sources.append(task)
     return sources
 
 
-def select_near(sources, task, cfg: AdaptConfig):
-    """The adapt.select corpus lines nearest the task's training texts, embedded by the model being adapted."""
+def select_near(sources, task, cfg: AdaptConfig, cpu: bool = False):
+    """The adapt.select corpus lines nearest the task's training texts, embedded by the model being adapted, on
+    the device and in the precision (train.precision) the run trains in: the whole corpus goes through it."""
     from transformers import AutoModel
 
     from ..data.select import nearest_lines
     from ..models import load_tokenizer, resolve_model
+    from ..train import resolve_precision
 
     path = resolve_model(cfg.model)
-    model = AutoModel.from_pretrained(path).eval()
+    on_cpu = cpu or not torch.cuda.is_available()
+    model = AutoModel.from_pretrained(path).eval().to("cpu" if on_cpu else "cuda")
     texts = [line for doc in task.documents for line in doc]
-    return nearest_lines(sources, texts, cfg.adapt.select, model, load_tokenizer(path))
+    bf16 = resolve_precision(cfg.train.precision, on_cpu) == "bf16"
+    return nearest_lines(sources, texts, cfg.adapt.select, model, load_tokenizer(path), bf16=bf16)
 
 
 def evaluator(acc, heldout: dict, batch_size: int, probe=None):
@@ -201,7 +205,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     # Everything a user can get wrong is checked before anything is written.
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_path)
-    sources = collect_sources(cfg)
+    sources = collect_sources(cfg, cpu)
     cleaned = decontaminate_sources(cfg, sources)
     probe = a.probe_task and TaskProbe(a.probe_task, cfg.data_dir, t.seed, a.probe_rows, tokenizer, a.block_size)
     torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"

@@ -13,8 +13,10 @@ from .corpus import Source
 
 
 @torch.no_grad()
-def embed(texts: list[str], model, tokenizer, batch_size: int = 128, max_length: int = 128) -> torch.Tensor:
-    """Unit-length mean-pooled embeddings, in the order given (batched by length: little padding)."""
+def embed(texts: list[str], model, tokenizer, batch_size: int = 128, max_length: int = 128,
+          bf16: bool = False) -> torch.Tensor:
+    """Unit-length mean-pooled embeddings, in the order given (batched by length: little padding); under bf16
+    autocast where `bf16` (benchmarks/select_speed.py: the same neighbours, a fraction of the time on bf16 CPUs)."""
     from ..masked_lm import mean_pooled
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -24,16 +26,19 @@ def embed(texts: list[str], model, tokenizer, batch_size: int = 128, max_length:
         idx = order[i:i + batch_size]
         batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
                           return_tensors="pt").to(device)
-        pooled = mean_pooled(model(**batch)[0], batch["attention_mask"]).float().cpu()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            states = model(**batch)[0]
+        pooled = mean_pooled(states.float(), batch["attention_mask"]).cpu()
         out[idx] = torch.nn.functional.normalize(pooled, dim=-1)
     return out
 
 
-def nearest_lines(sources: list[Source], task_texts: list[str], n: int, model, tokenizer) -> Source:
+def nearest_lines(sources: list[Source], task_texts: list[str], n: int, model, tokenizer,
+                  bf16: bool = False) -> Source:
     """One source of the n corpus lines nearest the task texts, one line a document."""
     lines = list(dict.fromkeys(line for s in sources for doc in s.documents for line in doc))
     n = min(n, len(lines))
-    corpus, task = embed(lines, model, tokenizer), embed(task_texts, model, tokenizer)
+    corpus, task = embed(lines, model, tokenizer, bf16=bf16), embed(task_texts, model, tokenizer, bf16=bf16)
     k = min(len(lines), max(1, -(-n // max(len(task_texts), 1)) * 4))  # enough neighbours per text for n in all
     ranked = torch.cat([(task[i:i + 1024] @ corpus.T).topk(k, dim=1).indices for i in range(0, len(task), 1024)])
     chosen: dict[int, None] = {}
