@@ -286,16 +286,18 @@ def adapt_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for f in result_files(exp, spec):
         m = json.loads(f.read_text())
-        probe_task = yaml.safe_load((f.parent / "recipe.yaml").read_text())["adapt"]["probe_task"]
+        recipe = yaml.safe_load((f.parent / "recipe.yaml").read_text())
+        probe_task = recipe["adapt"]["probe_task"]
         warm, b = m["heldout_after_head_warmup"] or m["heldout_before"], m["heldout_before"]
         log = [json.loads(line) for line in (f.parent / "eval_log.jsonl").read_text().splitlines()]
         encoder = [r for r in log if "probe_macro_f1" in r]
         best = max(encoder, key=lambda r: r["probe_macro_f1"])
         evals = " / ".join(f"{r['step']}: {r['probe_macro_f1']:.3f}" for r in encoder)
         kept = "the start" if m.get("kept_start") else f"step {m['best_step']}"
-        lines.append(f"| {f.parent.name} | {probe_task} | {m['method']} | {m['preserve']:g} | {m['head_warmup_steps']} | "
-                     f"{m['steps']} | {warm['perplexity']:.1f} → {best['perplexity']:.1f} | "
-                     f"{b['probe_macro_f1']:.3f} | {evals} | {kept} |")
+        lines.append(f"| {f.parent.name} | {probe_task} | {m['method']} | {m['preserve']:g} | "
+                     f"{m['head_warmup_steps']} | {m['steps']} | "
+                     f"{warm['perplexity']:.1f} → {best['perplexity']:.1f} | {b['probe_macro_f1']:.3f} | "
+                     f"{evals} | {kept} |")
     return [*lines, ""]
 
 

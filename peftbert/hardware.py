@@ -30,7 +30,10 @@ def matmul_seconds(dtype, m: int = 256, k: int = 384, n: int = 1536, reps: int =
     made the measured bf16/fp32 ratio of an AMX host fall from 7x to 1.3x (thread wake-ups dominate)."""
     import torch
 
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    # a private generator: drawing from the global one after a run's set_seed would shift every later draw of
+    # the first run in a process only (`auto` is timed once per process), so its results differed from a rerun's
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=gen).to(dtype), torch.randn(k, n, generator=gen).to(dtype)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,5 +1,6 @@
 """`adapt` never trains on a task's validation/test text: a planted test sentence is removed."""
 
+import dataclasses
 import gzip
 import json
 
@@ -85,3 +86,22 @@ def test_select_embeds_under_bf16_close_to_fp32(tiny_bert):
     assert fp32.dtype == bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # it did run in bf16
     assert torch.allclose(bf16.norm(dim=1), torch.ones(len(texts)))
     assert (fp32 * bf16).sum(dim=1).min() > 0.99  # cosine of each text's two embeddings
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_select_near_embeds_in_the_runs_precision(tiny_bert, tmp_path, monkeypatch, precision):
+    """adapt's wiring: the run's precision reaches the embedding pass (bf16 asked: autocast on)."""
+    import peftbert.data.select as select
+    from peftbert.commands.adapt import select_near
+
+    seen, real = [], select.embed
+    monkeypatch.setattr(select, "embed", lambda *a, bf16=False, **k: seen.append(bf16) or real(*a, bf16=bf16, **k))
+    market = [f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)]
+    filler = [" ".join(FILLER[i:i + 3]) for i in range(len(FILLER) - 2)]
+    sources = [Source("s", "s", [[line] for line in filler + market])]
+    task = Source("task", "task", [[f"{p} {n}"] for p, n in zip(POS[:3], NEG[:3])])
+    (tmp_path / "c.txt").write_text("\n".join(filler + market) + "\n")
+    cfg = config(tiny_bert, [tmp_path / "c.txt"], tmp_path / "o", train={"precision": precision})
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, select=3))
+    picked = select_near(sources, task, cfg, cpu=True)
+    assert len(picked.documents) == 3 and seen == [precision == "bf16"] * 2  # the corpus, then the task texts

@@ -57,18 +57,20 @@ def collect_sources(cfg: AdaptConfig, cpu: bool = False):
 
 def select_near(sources, task, cfg: AdaptConfig, cpu: bool = False):
     """The adapt.select corpus lines nearest the task's training texts, embedded by the model being adapted, on
-    the device and in the precision (train.precision) the run trains in: the whole corpus goes through it."""
+    this process's device and under bf16 autocast where the run trains in bf16 (else fp32): the whole corpus
+    goes through it. Every process resolves the same precision (agreed_precision), so all pick the same lines."""
+    from accelerate import PartialState
     from transformers import AutoModel
 
     from ..data.select import nearest_lines
     from ..models import load_tokenizer, resolve_model
-    from ..train import resolve_precision
+    from ..train import agreed_precision
 
     path = resolve_model(cfg.model)
-    on_cpu = cpu or not torch.cuda.is_available()
-    model = AutoModel.from_pretrained(path).eval().to("cpu" if on_cpu else "cuda")
+    device = PartialState(cpu=cpu).device
+    model = AutoModel.from_pretrained(path).eval().to(device)
     texts = [line for doc in task.documents for line in doc]
-    bf16 = resolve_precision(cfg.train.precision, on_cpu) == "bf16"
+    bf16 = agreed_precision(cfg.train.precision, device.type == "cpu") == "bf16"
     return nearest_lines(sources, texts, cfg.adapt.select, model, load_tokenizer(path), bf16=bf16)
 
 
