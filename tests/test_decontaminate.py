@@ -56,11 +56,16 @@ class BagOfWords(torch.nn.Module):
         return (self.words(input_ids) * (input_ids > 4).unsqueeze(-1),)  # [PAD], [CLS], [SEP]... count nothing
 
 
+def market_and_filler() -> tuple[list[str], list[str]]:
+    """Corpus lines sharing the task's market words, and filler lines with no word of the task."""
+    return ([f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)],
+            [" ".join(FILLER[i:i + 3]) for i in range(len(FILLER) - 2)])
+
+
 def test_select_keeps_the_corpus_lines_nearest_the_task(tiny_bert):
     """kNN-TAPT: each task text's nearest lines first, round-robin, distinct, until N."""
     tokenizer = load_tokenizer(str(tiny_bert))
-    market = [f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)]
-    filler = [" ".join(FILLER[i:i + 3]) for i in range(len(FILLER) - 2)]  # no word of the task
+    market, filler = market_and_filler()
     sources = [Source("s", "s", [[line] for line in filler + market])]
     task = [f"{p} {n}" for p, n in zip(POS[:3], NEG[:3])]
     picked = nearest_lines(sources, task, 3, BagOfWords(tokenizer.vocab_size), tokenizer)
@@ -81,7 +86,7 @@ def test_select_embeds_under_bf16_close_to_fp32(tiny_bert):
     from peftbert.data.select import embed
 
     tokenizer, model = load_tokenizer(str(tiny_bert)), AutoModel.from_pretrained(str(tiny_bert)).eval()
-    texts = [f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)]
+    texts = market_and_filler()[0]
     fp32, bf16 = embed(texts, model, tokenizer), embed(texts, model, tokenizer, bf16=True)
     assert fp32.dtype == bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # it did run in bf16
     assert torch.allclose(bf16.norm(dim=1), torch.ones(len(texts)))
@@ -96,8 +101,7 @@ def test_select_near_embeds_in_the_runs_precision(tiny_bert, tmp_path, monkeypat
 
     seen, real = [], select.embed
     monkeypatch.setattr(select, "embed", lambda *a, bf16=False, **k: seen.append(bf16) or real(*a, bf16=bf16, **k))
-    market = [f"{p} {n} {f}" for p, n, f in zip(POS, NEG, FILLER)]
-    filler = [" ".join(FILLER[i:i + 3]) for i in range(len(FILLER) - 2)]
+    market, filler = market_and_filler()
     sources = [Source("s", "s", [[line] for line in filler + market])]
     task = Source("task", "task", [[f"{p} {n}"] for p, n in zip(POS[:3], NEG[:3])])
     (tmp_path / "c.txt").write_text("\n".join(filler + market) + "\n")
