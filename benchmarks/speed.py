@@ -273,8 +273,8 @@ def unpack(model: Path, tmp: Path) -> str:
 
 
 def measure_adapt(report, data, model, config, steps, bf16, peak_used, tmp) -> None:
-    """masked-LM on the same corpus slice, real tokens per second"""
-    run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", steps,
+    """masked-LM on the same corpus slice, real tokens per second (plain MLM, as run_mlm.py: no --preserve)"""
+    run(PEFTBERT + ["adapt", "--corpus", data["corpus"], "--max-steps", steps, "--preserve", 0,
                     "--batch-size", 32, "--block-size", 128, "--head-warmup-steps", 0,
                     "--eval-every", 10 ** 6, "--max-heldout-tokens", 5000, "--output", tmp / "ours-adapt"])
     a = json.loads((tmp / "ours-adapt" / "metrics.json").read_text())

@@ -379,7 +379,7 @@ class AdaptArgs:
         "help": "keep only the N corpus lines nearest --task's training texts (kNN-selected TAPT)"})
     probe_task: str | None = field(default=None, metadata={
         "help": "score a linear probe for this task (its validation split) at every evaluation; keep the best, "
-                "the starting encoder included"})
+                "the starting encoder included (default: --task's own; none = off)"})
     probe_rows: int = field(default=1000, metadata={"help": "training rows the probe is fitted on, at most"})
     preserve: float = field(default=0.0, metadata={
         "help": "weight of a term keeping the encoder's mean-pooled embeddings near the original's (0 = off)"})
@@ -433,6 +433,15 @@ class AdaptConfig:
 ADAPT_BLOCKS = ("train", "adapt", "lora")
 
 
+def probe_task(merged: dict, user: dict) -> str | None:
+    """The task probed: the one named, else --task's own (a TAPT run has that task's labels at hand, and the
+    task should decide what is kept: experiments/adapt-levers), or none where the user says `none`."""
+    named = (user.get("adapt") or {}).get("probe_task", (merged.get("adapt") or {}).get("probe_task"))
+    if named is None:
+        named = merged.get("task")
+    return None if named in (None, "", "none") else named
+
+
 def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     """default recipe < --recipe < CLI; validated here, once. `cli` holds only what the user set."""
     from .methods.lora import LoraArgs
@@ -440,7 +449,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
     user = deep_merge(load_yaml(recipe), cli) if recipe else cli  # what the user set, over the defaults
     merged = deep_merge(merged, user)
-    if (merged.get("adapt") or {}).get("probe_task") and "metric" not in (user.get("train") or {}):
+    merged["adapt"] = {**merged.get("adapt", {}), "probe_task": probe_task(merged, user)}
+    if merged["adapt"]["probe_task"] and "metric" not in (user.get("train") or {}):
         # a task to probe is named so that the task decides: perplexity can fall while the task's score does too
         merged["train"] = {**merged["train"], "metric": "probe_macro_f1"}
     run_keys = [f.name for f in fields(AdaptConfig) if f.name not in ADAPT_BLOCKS]

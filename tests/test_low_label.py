@@ -118,6 +118,21 @@ def corpus_file(tmp_path, seed=1, documents=30):
     return corpus
 
 
+def test_a_tapt_run_is_chosen_by_its_own_task_unless_told_otherwise(tiny_bert):
+    """--task T probes T by default (its validation score picks the weights); --probe-task names another task,
+    and `none` turns the probe off (perplexity chooses); a domain run alone has no task to probe."""
+    def cfg(**cli):
+        return build_adapt_config(None, {"model": str(tiny_bert), **cli})
+    tapt = cfg(task="finance-sample")
+    assert tapt.adapt.probe_task == "finance-sample" and tapt.train.metric == "probe_macro_f1"
+    assert tapt.adapt.preserve == 1.0  # the default recipe keeps the embeddings near the original's
+    assert cfg(task="finance-sample", adapt={"probe_task": "twitter-fin-sentiment"}).adapt.probe_task == (
+        "twitter-fin-sentiment")
+    off = cfg(task="finance-sample", adapt={"probe_task": "none"})
+    assert off.adapt.probe_task is None and off.train.metric == "loss"
+    assert cfg(corpus=["x.txt"]).adapt.probe_task is None
+
+
 def test_adapt_probe_task_scores_validation_and_chooses_by_it(tiny_bert, tmp_path):
     """--probe-task: the task probe's validation score sits beside perplexity before, during and after, and
     picks the weights kept (train.metric defaults to probe_macro_f1), the starting encoder among them."""
