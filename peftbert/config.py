@@ -386,6 +386,11 @@ class AdaptArgs:
     decontaminate: list[str] | None = field(default=None, metadata={
         "help": "drop corpus text repeating these tasks' validation/test text (--task's is always dropped)"})
 
+    @property
+    def probed(self) -> str | None:
+        """The task whose probe scores each evaluation, or None (`none` turns off --task's default)."""
+        return None if self.probe_task in (None, "none") else self.probe_task
+
     def __post_init__(self):
         check_choice(self, "method", ("full", "lora"))
         check_positive(self, "head_warmup_lr", "probe_rows")
@@ -433,13 +438,12 @@ class AdaptConfig:
 ADAPT_BLOCKS = ("train", "adapt", "lora")
 
 
-def probe_task(merged: dict, user: dict) -> str | None:
+def probe_task(merged: dict) -> str | None:
     """The task probed: the one named, else --task's own (a TAPT run has that task's labels at hand, and the
-    task should decide what is kept: experiments/adapt-levers), or none where the user says `none`."""
-    named = (user.get("adapt") or {}).get("probe_task", (merged.get("adapt") or {}).get("probe_task"))
-    if named is None:
-        named = merged.get("task")
-    return None if named in (None, "", "none") else named
+    task should decide what is kept: experiments/adapt-levers). `none` stays `none`, so a run's saved recipe
+    reruns without a probe rather than falling back to --task's."""
+    named = (merged.get("adapt") or {}).get("probe_task")
+    return merged.get("task") if named in (None, "") else named
 
 
 def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
@@ -449,8 +453,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
     user = deep_merge(load_yaml(recipe), cli) if recipe else cli  # what the user set, over the defaults
     merged = deep_merge(merged, user)
-    merged["adapt"] = {**merged.get("adapt", {}), "probe_task": probe_task(merged, user)}
-    if merged["adapt"]["probe_task"] and "metric" not in (user.get("train") or {}):
+    merged["adapt"] = {**(merged.get("adapt") or {}), "probe_task": probe_task(merged)}
+    if merged["adapt"]["probe_task"] not in (None, "none") and "metric" not in (user.get("train") or {}):
         # a task to probe is named so that the task decides: perplexity can fall while the task's score does too
         merged["train"] = {**merged["train"], "metric": "probe_macro_f1"}
     run_keys = [f.name for f in fields(AdaptConfig) if f.name not in ADAPT_BLOCKS]
@@ -472,8 +476,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
                       lora=build_dataclass(LoraArgs, merged.get("lora"), "lora"))
     cfg.model = str(cfg.model or "minilm")
     check_metric(cfg.train.metric, MLM_METRICS, "adapt")
-    if cfg.train.metric.startswith("probe_") and not cfg.adapt.probe_task:
-        raise UserError(f"train.metric {cfg.train.metric} needs a task to probe: pass --probe-task NAME")
+    if cfg.train.metric.startswith("probe_") and not cfg.adapt.probed:
+        raise UserError(f"train.metric {cfg.train.metric} needs a task to probe: pass --probe-task NAME (not none)")
     if cfg.train.head_lr_ratio != 1:  # (not a flag of adapt; a recipe could still carry it)
         raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
     if cfg.train.batching == "packed":

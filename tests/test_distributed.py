@@ -105,7 +105,8 @@ def without_dropout(model: Path, out: Path) -> Path:
 
 
 @needs_launcher
-def test_adapt_under_two_processes_trains_like_one(tiny_bert, tmp_path):
+@pytest.mark.parametrize("preserve, loss_tolerance", [(0, 1e-4), (1, 5e-4)])  # measured: 9e-5 and 2.4e-4
+def test_adapt_under_two_processes_trains_like_one(tiny_bert, tmp_path, preserve, loss_tolerance):
     """2 processes x 4 blocks = 1 process x 8: the same blocks per step, the same masks (drawn for the global
     batch, see data.mlm.mask_tokens), averaged gradients -> the same weights and held-out scores."""
     from transformers import AutoModelForMaskedLM
@@ -115,7 +116,8 @@ def test_adapt_under_two_processes_trains_like_one(tiny_bert, tmp_path):
     corpus.write_text("".join(" ".join(words[(i * 7 + j) % 10] for j in range(12)) + "\n" + ("\n" if i % 4 == 3 else "")
                               for i in range(120)))
     args = ["--model", without_dropout(tiny_bert, tmp_path / "model"), "--corpus", corpus, "--max-steps", "4",
-            "--block-size", "32", "--head-warmup-steps", "0", "--lr", "1e-3", "--precision", "no", "--eval-every", "2"]
+            "--block-size", "32", "--head-warmup-steps", "0", "--lr", "1e-3", "--precision", "no", "--eval-every", "2",
+            "--preserve", preserve]
     one = tmp_path / "one"
     r = subprocess.run([sys.executable, "-m", "peftbert.cli", "adapt", *map(str, args), "--batch-size", "8",
                         "--output", str(one)], capture_output=True, text=True, timeout=300)
@@ -125,9 +127,8 @@ def test_adapt_under_two_processes_trains_like_one(tiny_bert, tmp_path):
     assert m2["num_processes"] == 2 and m2["steps"] == m1["steps"] == 4
     for when in ("heldout_before", "heldout_after"):
         assert m2[when]["masked_tokens"] == m1[when]["masked_tokens"]  # counted once per token
-        # measured: 9e-5 after plain MLM, 2.4e-4 with the default --preserve 1 (the weights differ by the same
-        # 3.5e-3 at most either way: the float noise of two partial gradient sums, see below)
-        assert abs(m2[when]["loss"] - m1[when]["loss"]) < 5e-4, when
+        # the preservation term's gradient adds to the float noise below; the weights differ by the same 3.5e-3
+        assert abs(m2[when]["loss"] - m1[when]["loss"]) < loss_tolerance, when
     assert len((two / "eval_log.jsonl").read_text().splitlines()) == 2  # one writer
     a, b = (AutoModelForMaskedLM.from_pretrained(d).state_dict() for d in (one, two))
     # Adam divides by sqrt(v): where a gradient is ~0 (embedding rows of tokens a step barely sees), float noise

@@ -129,7 +129,9 @@ def test_a_tapt_run_is_chosen_by_its_own_task_unless_told_otherwise(tiny_bert):
     assert cfg(task="finance-sample", adapt={"probe_task": "twitter-fin-sentiment"}).adapt.probe_task == (
         "twitter-fin-sentiment")
     off = cfg(task="finance-sample", adapt={"probe_task": "none"})
-    assert off.adapt.probe_task is None and off.train.metric == "loss"
+    assert off.adapt.probed is None and off.train.metric == "loss"
+    saved = off.to_dict()  # what recipe.yaml holds: rebuilt from it, the run is the same (no probe)
+    assert cfg(**{k: saved[k] for k in ("task", "adapt", "train")}).adapt.probed is None
     assert cfg(corpus=["x.txt"]).adapt.probe_task is None
 
 

@@ -209,7 +209,7 @@ def run_adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: str | None =
     tokenizer = load_tokenizer(model_path)
     sources = collect_sources(cfg, cpu)
     cleaned = decontaminate_sources(cfg, sources)
-    probe = a.probe_task and TaskProbe(a.probe_task, cfg.data_dir, t.seed, a.probe_rows, tokenizer, a.block_size)
+    probe = a.probed and TaskProbe(a.probed, cfg.data_dir, t.seed, a.probe_rows, tokenizer, a.block_size)
     torch.manual_seed(t.seed)  # a new head is drawn at load time: same seed, same head, same "before"
     model, new_head = load_mlm(model_path, nsp=a.nsp)
     limit = min(model.config.max_position_embeddings, tokenizer.model_max_length)
