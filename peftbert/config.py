@@ -388,8 +388,8 @@ class AdaptArgs:
 
     @property
     def probed(self) -> str | None:
-        """The task whose probe scores each evaluation, or None (`none` turns off --task's default)."""
-        return None if self.probe_task in (None, "none") else self.probe_task
+        """The task whose probe scores each evaluation, or None."""
+        return probed_task(self.probe_task)
 
     def __post_init__(self):
         check_choice(self, "method", ("full", "lora"))
@@ -438,7 +438,12 @@ class AdaptConfig:
 ADAPT_BLOCKS = ("train", "adapt", "lora")
 
 
-def probe_task(merged: dict) -> str | None:
+def probed_task(probe_task: str | None) -> str | None:
+    """adapt.probe_task as a task to probe, or None: `none` turns off --task's default."""
+    return None if probe_task in (None, "none") else probe_task
+
+
+def chosen_probe_task(merged: dict) -> str | None:
     """The task probed: the one named, else --task's own (a TAPT run has that task's labels at hand, and the
     task should decide what is kept: experiments/adapt-levers). `none` stays `none`, so a run's saved recipe
     reruns without a probe rather than falling back to --task's."""
@@ -453,8 +458,8 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
     user = deep_merge(load_yaml(recipe), cli) if recipe else cli  # what the user set, over the defaults
     merged = deep_merge(merged, user)
-    merged["adapt"] = {**(merged.get("adapt") or {}), "probe_task": probe_task(merged)}
-    if merged["adapt"]["probe_task"] not in (None, "none") and "metric" not in (user.get("train") or {}):
+    merged["adapt"] = {**(merged.get("adapt") or {}), "probe_task": chosen_probe_task(merged)}
+    if probed_task(merged["adapt"]["probe_task"]) and "metric" not in (user.get("train") or {}):
         # a task to probe is named so that the task decides: perplexity can fall while the task's score does too
         merged["train"] = {**merged["train"], "metric": "probe_macro_f1"}
     run_keys = [f.name for f in fields(AdaptConfig) if f.name not in ADAPT_BLOCKS]
