@@ -41,11 +41,14 @@ def load(run_dir: str | Path) -> Classifier:
 def tune(config=None, *, recipe: str | None = None, budget: str | None = None, resume: str | None = None,
          overwrite: bool = False, **values) -> dict:
     """Run `tune`: with a TuneConfig, or with the settings the CLI takes as a nested mapping
-    (`method="lora", task="sst2", train={"lr": 1e-3}, lora={"r": 16}`). Returns its metrics."""
-    from .commands.tune import run_tune, tune_config
+    (`method="lora", task="sst2", train={"lr": 1e-3}, lora={"r": 16}`). Returns its metrics. As on the CLI, settings
+    that name no recipe, method, budget, length or lr run the low-label recipe on a small training set."""
+    from .commands.tune import run_tune, sized_tune_config
 
-    cfg = config if config is not None else tune_config(recipe, _nest(values), budget)
-    return run_tune(cfg, overwrite=overwrite, resume=resume)
+    if config is not None:
+        return run_tune(config, overwrite=overwrite, resume=resume)
+    cfg, note = sized_tune_config(recipe, _nest(values), budget)
+    return run_tune(cfg, overwrite=overwrite, resume=resume, notes=(note,) if note else ())
 
 
 def adapt(config=None, *, recipe: str | None = None, resume: str | None = None, overwrite: bool = False,

@@ -103,8 +103,8 @@ def friendly(fn):
 def tune(
     values: dict,
     budget: Optional[str] = typer.Option(None, help="size the method to N trainable params outside the head, e.g. 0.3M"),
-    recipe: Optional[str] = typer.Option(None, help="YAML recipe, or a name in recipes/tune (low-label); "
-                                                     "default recipes/tune/default.yaml"),
+    recipe: Optional[str] = typer.Option(None, help="YAML recipe, or a name in recipes/tune (default, low-label); "
+                                                     "unset: default, or low-label for a small training set"),
     resume: Optional[str] = typer.Option(None, help="continue from 'latest' or a checkpoint directory"),
     overwrite: bool = typer.Option(False, help="replace an existing run directory"),
     cpu: bool = typer.Option(False, help="train on the CPU even when a GPU is present"),
@@ -112,10 +112,10 @@ def tune(
 ):
     """Fine-tune a model on a labelled classification task."""
     from .config import deep_merge, parse_set
-    from .commands.tune import run_tune, tune_config
+    from .commands.tune import run_tune, sized_tune_config
 
-    cfg = tune_config(recipe, deep_merge(values, parse_set(set_)), budget)
-    run_tune(cfg, overwrite=overwrite, resume=resume, cpu=cpu)
+    cfg, note = sized_tune_config(recipe, deep_merge(values, parse_set(set_)), budget)
+    run_tune(cfg, overwrite=overwrite, resume=resume, cpu=cpu, notes=(note,) if note else ())
 
 
 app.command("tune")(friendly(command(tune, tune_flags())))

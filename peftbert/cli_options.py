@@ -132,5 +132,6 @@ def adapt_flags() -> list[Flag]:
     from .methods.lora import LoraArgs
 
     return (flags(AdaptConfig) + flags(AdaptArgs, "adapt", panel="Adaptation (adapt.*)")
-            + flags(TrainArgs, "train", panel="Training (train.*)", skip=("head_lr_ratio",))  # adapt has no task head
+            + flags(TrainArgs, "train", panel="Training (train.*)",
+                    skip=("head_lr_ratio", "contrastive", "head_refit"))  # adapt has no task head
             + flags(LoraArgs, "lora", panel="LoRA, with --method lora (lora.*)", dotted=True))

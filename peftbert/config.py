@@ -5,7 +5,9 @@ own module). cli_options.py turns the fields into the flags of `tune`, `adapt` a
 
 Override order (later wins):
     tune:  dataclass defaults < method preset (recipes/methods/<method>.yaml)
-           < recipe (--recipe FILE, default recipes/tune/default.yaml) < CLI flags and --set key=value.
+           < recipe (--recipe FILE, default recipes/tune/default.yaml; recipes/tune/low-label.yaml for a small
+           training set when no recipe, method, budget, length or lr is named: commands/tune.sized_tune_config)
+           < CLI flags and --set key=value.
     adapt: dataclass defaults < recipes/adapt/default.yaml < --recipe FILE < CLI flags and --set.
 
 A tune recipe is a YAML mapping with top-level run keys (model, method, task, output), a `train:` block
@@ -73,6 +75,10 @@ class TrainArgs:
     eval_every: int | None = field(default=None, metadata={"help": "evaluate every N steps (default: each epoch)"})
     metric: str = field(default="macro_f1", metadata={"help": "validation metric that picks the best checkpoint"})
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
+    contrastive: float = field(default=0.0, metadata={
+        "help": "weight W of a supervised contrastive loss on the head's input: (1-W) x CE + W x SupCon (0 = off)"})
+    head_refit: bool = field(default=False, metadata={
+        "help": "after training, refit the head as a logistic regression on the trained features (SetFit's last step)"})
     keep: str = field(default="best", metadata={
         "help": "best | last: end with the best-scoring weights on validation, or the last step's"})
     save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
@@ -95,6 +101,11 @@ class TrainArgs:
                             "keep: drop one of them")
         if not 0 < self.layer_lr_decay <= 1:
             raise UserError(f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay} (1 turns it off)")
+        if not 0 <= self.contrastive <= 1:
+            raise UserError(f"train.contrastive must be in [0, 1], got {self.contrastive} (0 turns it off)")
+        if self.contrastive == 1 and not self.head_refit:  # the head gets no gradient: it would stay as it began
+            raise UserError("train.contrastive 1 trains the encoder alone and leaves the head as it began: add "
+                            "--head-refit (fit the head on the trained features), or mix in cross-entropy (< 1)")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (0 <= self.weight_decay < math.inf and 0 <= self.max_grad_norm < math.inf):
@@ -485,6 +496,11 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
         raise UserError(f"train.metric {cfg.train.metric} needs a task to probe: pass --probe-task NAME (not none)")
     if cfg.train.head_lr_ratio != 1:  # (not a flag of adapt; a recipe could still carry it)
         raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
+    if cfg.train.head_refit:  # (likewise)
+        raise UserError("train.head_refit refits tune's task head; adapt has none: remove it from the recipe")
+    if cfg.train.contrastive:  # (likewise)
+        raise UserError("train.contrastive shapes what tune's task head reads; adapt has none: remove it from the "
+                        "recipe")
     if cfg.train.batching == "packed":
         raise UserError("adapt packs its blocks already: set train.batching to random (or grouped), not packed")
     if cfg.adapt.select and not (cfg.task and (cfg.domain or cfg.corpus)):

@@ -1,5 +1,6 @@
 """`train.head_init: probe`: start the task head from a linear probe, then fine-tune (LP-FT, Kumar et al. 2022);
-`--method probe` (methods/probe.py) keeps the probe and trains nothing else.
+`--method probe` (methods/probe.py) keeps the probe and trains nothing else; `train.head_refit` fits it again on
+the trained features at the end, as SetFit fits its head after its contrastive stage.
 
 A fresh head is random, and with a few dozen labelled rows its first gradients pull the encoder's features
 towards whatever the random head needs ("feature distortion"). Fitting the head first, as a logistic regression
@@ -16,12 +17,20 @@ from .config import PROBE_C
 from .data.encode import EncodedTask
 
 
+def label_layers(model, num_labels: int) -> list[torch.nn.Linear]:
+    """The head's linear layers with one output per label (inside `classifier`, as every supported architecture
+    names its head; a LoRA matrix of rank num_labels is not one): the output layer, and a PEFT model's frozen copy
+    of it beside the trained one (only the trained one runs, and comes last)."""
+    layers = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+              and m.out_features == num_labels and "classifier" in name.split(".")]
+    if not layers:
+        raise RuntimeError("no linear layer with one output per label: cannot find the head's output layer")
+    return layers
+
+
 def output_layer(model, num_labels: int) -> torch.nn.Linear:
     """The head's last linear layer: BERT's `classifier`, RoBERTa's and ELECTRA's `classifier.out_proj`."""
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
-    if not layers:
-        raise RuntimeError("no linear layer with one output per label: cannot probe this head")
-    return layers[-1]
+    return label_layers(model, num_labels)[-1]
 
 
 @torch.no_grad()
@@ -34,16 +43,16 @@ def head_features(model, tokenizer, frame: pd.DataFrame, max_length: int, batch_
     handle = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].float()))
     collate = DataCollatorWithPadding(tokenizer)
     data = EncodedTask(frame, tokenizer, max_length)
-    was_training = model.training
+    was_training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
         for i in range(0, len(data), batch_size):
             batch = collate([data[j] for j in range(i, min(i + batch_size, len(data)))])
-            model(**{k: v for k, v in batch.items() if k != "labels"})
+            model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
     finally:
         handle.remove()
         model.train(was_training)
-    return torch.cat(seen).numpy()
+    return torch.cat(seen).cpu().numpy()
 
 
 def probe_head(model, tokenizer, frame: pd.DataFrame, max_length: int, seed: int, c: float = PROBE_C) -> float:

@@ -52,6 +52,10 @@ CASES = [
          ("train.weight_decay must be a finite number",)),
     Case("tune --set lora.alpha=.inf", "an infinite method setting", ("lora.alpha must be a finite number",)),
     Case("predict run --text hi --batch-size 0", "predict with a zero batch size", ("--batch-size must be > 0",)),
+    Case("tune --contrastive 1.5", "a contrastive weight above 1", ("train.contrastive must be in [0, 1], got 1.5",)),
+    Case("tune --contrastive 1", "a contrastive loss alone, with no head refit", ("add --head-refit",)),
+    Case("tune --method probe --contrastive 0.5", "a contrastive term for the probe, which trains no encoder",
+         ("--method probe fits the head alone", "drop --contrastive")),
     # ---------------------------------------------------------------- recipes
     Case("tune --recipe unknown-key.yaml", "a recipe key that does not exist",
          ("unknown key(s) in train: learning_rate", "known:", "lr")),

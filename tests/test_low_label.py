@@ -4,6 +4,7 @@ import gzip
 import json
 import random
 
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModel
@@ -198,6 +199,43 @@ def test_few_steps_get_a_note_and_the_low_label_recipe_by_name(tiny_bert, toy_fi
     low = tune_config("low-label", {"model": str(tiny_bert)})
     assert low.pooling == "mean" and low.train.min_steps == 200 and few_steps(low, 160) is None
     assert (low.train.head_init, low.train.keep, low.train.lr) == ("probe", "last", 3e-5)  # LP-FT, the last step
+    assert low.train.contrastive == 1 and low.train.head_refit  # SetFit's two steps, in the loop
+
+
+def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(tiny_bert, toy_files, tmp_path):
+    from peftbert.commands.tune import FEW_STEPS, sized_tune_config
+
+    data = {"train_file": str(toy_files["train"]), "validation_file": str(toy_files["validation"])}
+    cfg, note = sized_tune_config(None, {"model": str(tiny_bert), "data": data})
+    assert (cfg.method, cfg.train.head_init, cfg.train.min_steps) == ("full", "probe", 200)
+    assert "160 training rows" in note and "--recipe default" in note
+    for chosen in ({"method": "lora"}, {"lora": {"r": 4}}, {"train": {"epochs": 1}}, {"train": {"lr": 1e-3}}):
+        cfg, note = sized_tune_config(None, {"model": str(tiny_bert), "data": data, **chosen})
+        assert cfg.method == "lora" and cfg.train.head_init == "random" and note is None
+    assert sized_tune_config("default", {"model": str(tiny_bert), "data": data})[0].method == "lora"
+    steps = cfg.train.epochs / cfg.train.batch_size  # the default's steps per training row (LoRA's preset)
+    enough = FEW_STEPS / steps  # rows from which the default takes FEW_STEPS steps or more
+    for rows, switched in ((int(enough - cfg.train.batch_size), True), (int(enough), False)):
+        f = tmp_path / f"{rows}.csv"
+        pd.concat([pd.read_csv(toy_files["train"])] * 10).head(rows).to_csv(f, index=False)
+        low, note = sized_tune_config(None, {"model": str(tiny_bert), "data": {**data, "train_file": str(f)}})
+        assert (low.method == "full") == switched and (note is not None) == switched, rows
+
+
+def test_tune_says_when_it_runs_the_low_label_recipe(tiny_bert, toy_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from peftbert.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["tune", "--model", str(tiny_bert), "--train-file", str(toy_files["train"]),
+                                      "--validation-file", str(toy_files["validation"]), "--output", str(out),
+                                      "--precision", "no", "--max-length", "16", "--report-to", "none"])
+    assert result.exit_code == 0, result.output
+    assert "note: 160 training rows give the default recipe under 100 optimizer steps" in result.output
+    recipe = (out / "recipe.yaml").read_text()
+    assert "method: full" in recipe and "contrastive: 1.0" in recipe and "head_refit: true" in recipe
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 200
 
 
 def test_probe_method_fits_the_head_alone_and_the_run_serves(tiny_bert, toy_files, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..config import SELECTION_METRICS, TuneConfig, build_config
 from ..data.encode import EncodedTask
 from ..data.packing import classifier_batches
 from ..data.tasks import load_task
+from ..errors import UserError
 from ..methods import Context, get_method, method_configs
 from ..metrics import classification_metrics, headline
 from ..models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
@@ -30,7 +32,20 @@ def tune_config(recipe: str | None = None, values: dict | None = None, budget: s
     if budget is not None:
         from ..methods.budget import apply_budget
         cfg = apply_budget(cfg, budget)
-    return cfg
+    return head_only(cfg, (values or {}).get("train") or {})
+
+
+def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
+    """A method that fits the head alone (probe) trains no encoder: a recipe's contrastive term and head refit are
+    turned off for it (the low-label recipe's suite runs the probe beside them); asked for by name, refused."""
+    if not get_method(cfg.method).fit_head or not (cfg.train.contrastive or cfg.train.head_refit):
+        return cfg
+    asked = [k for k in ("contrastive", "head_refit") if given.get(k)]
+    if asked:
+        raise UserError(f"--method {cfg.method} fits the head alone and trains no encoder: drop "
+                        f"{' and '.join('--' + k.replace('_', '-') for k in asked)}, or use a method that trains "
+                        "(full, lora, ...)")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, contrastive=0.0, head_refit=False))
 
 
 def check_method(cfg: TuneConfig, model_path: str, num_labels: int) -> None:
@@ -53,6 +68,7 @@ def preflight(cfg: TuneConfig):
     return task, model_path, tokenizer
 
 
+LOW_LABEL = "low-label"  # recipes/tune/low-label.yaml
 FEW_STEPS = 100  # below this many optimizer steps, low-label runs at the presets collapsed (experiments/low-label)
 
 
@@ -66,20 +82,39 @@ def few_steps(cfg: TuneConfig, rows: int) -> str | None:
             "`--recipe low-label` for tens of rows per class, `--method probe` for a handful, or --min-steps")
 
 
+def sized_tune_config(recipe: str | None, values: dict, budget: str | None = None) -> tuple[TuneConfig, str | None]:
+    """What `tune` runs when the user names no recipe, method, budget, training length or learning rate: the default
+    recipe, or the low-label one where the training set would give the default too few optimizer steps to train a
+    classifier (few_steps); with a note saying so (run_tune's `notes`: logged once the inputs have passed their
+    checks). The task is read here to count its rows, and again by the run."""
+    cfg = tune_config(recipe, values, budget)
+    chosen = set(values.get("train") or {}) & {"epochs", "max_steps", "min_steps", "lr"}  # sized for a method
+    if recipe or budget or chosen or any(k == "method" or k in method_configs() for k in values):
+        return cfg, None
+    rows = len(load_task(cfg.data, cfg.train.seed).train)
+    if few_steps(cfg, rows) is None:
+        return cfg, None
+    return tune_config(LOW_LABEL, values), (
+        f"{rows} training rows give the default recipe under {FEW_STEPS} optimizer steps: running the low-label "
+        "recipe (recipes/tune/low-label.yaml); --recipe default keeps the default")
+
+
 def default_output(cfg: TuneConfig, task_name: str) -> Path:
     model = Path(cfg.model).name or cfg.model
     return Path("runs") / f"{task_name.replace('@', '-')}-{cfg.method}-{model}-s{cfg.train.seed}"
 
 
 def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = None, cpu: bool = False,
-             log=print, on_evaluate=None, score_test: bool = True, save_weights: bool = True) -> dict:
+             log=print, on_evaluate=None, score_test: bool = True, save_weights: bool = True,
+             notes: tuple[str, ...] = ()) -> dict:
     """One tune run. `search` runs trials with `on_evaluate` (a Hooks.on_evaluate: reports, may stop the run),
-    without the test set (`score_test=False`: selection sees validation only) and without weights."""
+    without the test set (`score_test=False`: selection sees validation only) and without weights. `notes`: lines
+    to log once the inputs have passed their checks (sized_tune_config's)."""
     method = get_method(cfg.method)
     task, model_path, tokenizer = preflight(cfg)  # before --overwrite removes an earlier run
     out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
     run = Run(cfg, out, overwrite=overwrite, resume=resume, cpu=cpu, log=log)
-    for note in task.notes:
+    for note in (*notes, *task.notes):
         run.log(f"note: {note}")
     run.log(f"task {task.name}: {len(task.train)} train / {len(task.validation)} validation / "
             f"{0 if task.test is None else len(task.test)} test, labels {task.label_names}")
@@ -111,6 +146,9 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     else:
         batches = classifier_batches(model, EncodedTask(task.train, tokenizer, cfg.data.max_length), tokenizer,
                                      cfg.train.batching, run.log)
+        if cfg.train.contrastive:
+            from ..contrastive import with_contrastive
+            batches.forward = with_contrastive(batches.forward, model, len(task.label_names), cfg.train.contrastive)
         hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
                       functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
         result = run.train(model, batches, evaluate=lambda m: score(m, validation), hooks=hooks, head=head,
@@ -120,6 +158,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).
     model = run.acc.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
+    refit = {} if method.fit_head or not cfg.train.head_refit else refit_head(run, model, tokenizer, task.train, cfg)
     scores = {"validation": score(model, validation), "test": None}
     if score_test and task.test is not None and len(task.test):
         scores["test"] = score(model, score.loader(task.test))
@@ -130,6 +169,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
         "train_samples_per_second": round(result.samples_seen / max(result.train_seconds, 1e-9), 2),
         **run.machine_metrics(),
     }
+    metrics.update(refit)
     if method.summary:
         metrics.update(method.summary(model))
     # PeftModel -> adapter_config.json + adapter_model.safetensors (head included); full -> a checkpoint
@@ -139,6 +179,24 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
         run.log(f"test:       {headline(scores['test'])}")
     run.log(f"wrote {run.out}")
     return metrics
+
+
+def refit_head(run, model, tokenizer, train, cfg: TuneConfig) -> dict:
+    """train.head_refit: the head fitted again as a logistic regression on the trained features (probe.probe_head).
+    Every process fits it; the main process's weights are given to all, so the scores describe the saved head."""
+    from accelerate.utils import broadcast
+
+    from ..probe import output_layer, probe_head
+
+    fit = probe_head(model, tokenizer, train, cfg.data.max_length, cfg.train.seed)
+    if run.acc.num_processes > 1:
+        layer = output_layer(model, model.config.num_labels)
+        with torch.no_grad():
+            layer.weight.copy_(broadcast(layer.weight.detach().clone()))
+            layer.bias.copy_(broadcast(layer.bias.detach().clone()))
+    run.log(f"head: refitted on the trained features ({fit:.3f} of the training rows right; the validation scores "
+            "logged while training were the previous head's)")
+    return {"head_refit_train_accuracy": round(fit, 4)}
 
 
 class Scorer:
