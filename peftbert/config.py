@@ -106,6 +106,9 @@ class TrainArgs:
         if self.contrastive == 1 and not self.head_refit:  # the head gets no gradient: it would stay as it began
             raise UserError("train.contrastive 1 trains the encoder alone and leaves the head as it began: add "
                             "--head-refit (fit the head on the trained features), or mix in cross-entropy (< 1)")
+        if self.contrastive == 1 and self.keep == "best":  # validation is scored by the untrained head until the refit
+            raise UserError("train.contrastive 1 trains no head to score validation with until the refit at the end, "
+                            "so no step can be chosen by it: add --keep last")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (0 <= self.weight_decay < math.inf and 0 <= self.max_grad_norm < math.inf):

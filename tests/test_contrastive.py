@@ -110,7 +110,9 @@ def test_bad_weights_and_a_head_left_as_it_began_are_refused():
         TrainArgs(contrastive=1.5)
     with pytest.raises(UserError, match="add --head-refit"):
         TrainArgs(contrastive=1.0)
-    assert TrainArgs(contrastive=1.0, head_refit=True).contrastive == 1
+    with pytest.raises(UserError, match="add --keep last"):
+        TrainArgs(contrastive=1.0, head_refit=True)
+    assert TrainArgs(contrastive=1.0, head_refit=True, keep="last").contrastive == 1
     for field in ("contrastive", "head_refit"):  # adapt has no task head
         assert not any(f.path == ("train", field) for f in adapt_flags())
     with pytest.raises(UserError, match="adapt has none"):
@@ -147,12 +149,22 @@ def test_head_refit_ends_with_a_logistic_regression_on_the_trained_features(tiny
 def test_head_refit_reaches_a_peft_models_trained_head(tiny_bert, toy_files, tmp_path):
     from peftbert.predict import load_run
 
-    sets = ["train.max_steps=4", "train.contrastive=1", "train.head_refit=true", "train.weight_decay=0"]
-    run_tune(make_config(tiny_bert, toy_files, "lora", tmp_path / "run", sets), log=quiet)
-    model, _, _ = load_run(tmp_path / "run", merge=False)
-    trained = [m for n, m in model.named_modules() if n.endswith("classifier.modules_to_save.default")]
-    original = [m for n, m in model.named_modules() if n.endswith("classifier.original_module")]
-    assert trained and original and not torch.allclose(trained[0].weight, original[0].weight)
+    from sklearn.linear_model import LogisticRegression
+
+    from peftbert.config import PROBE_C
+    from peftbert.data.tasks import load_task
+    from peftbert.probe import head_features
+
+    sets = ["train.max_steps=4", "train.contrastive=1", "train.head_refit=true", "train.keep=last", "train.seed=3"]
+    cfg = make_config(tiny_bert, toy_files, "lora", tmp_path / "run", sets)
+    run_tune(cfg, log=quiet)
+    model, tokenizer, _ = load_run(tmp_path / "run", merge=False)
+    trained = [m for n, m in model.named_modules() if n.endswith("classifier.modules_to_save.default")][0]
+    train = load_task(cfg.data, cfg.train.seed).train
+    fit = LogisticRegression(C=PROBE_C, max_iter=5000, random_state=3).fit(
+        head_features(model, tokenizer, train, 16), train["label"])  # the saved adapter's features
+    weight = trained.weight.detach()
+    assert torch.allclose(weight[1] - weight[0], torch.as_tensor(fit.coef_[0], dtype=weight.dtype), atol=1e-4)
 
 
 def test_only_the_cross_entropy_is_mixed_not_what_a_method_adds(tiny_bert):

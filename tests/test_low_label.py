@@ -213,6 +213,9 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
         cfg, note = sized_tune_config(None, {"model": str(tiny_bert), "data": data, **chosen})
         assert cfg.method == "lora" and cfg.train.head_init == "random" and note is None
     assert sized_tune_config("default", {"model": str(tiny_bert), "data": data})[0].method == "lora"
+    with pytest.MonkeyPatch.context() as patch:  # a model whose head cannot read the mean: the default stands
+        patch.setattr("peftbert.commands.tune.bert_style", lambda model: False)
+        assert sized_tune_config(None, {"model": str(tiny_bert), "data": data})[0].method == "lora"
     steps = cfg.train.epochs / cfg.train.batch_size  # the default's steps per training row (LoRA's preset)
     enough = FEW_STEPS / steps  # rows from which the default takes FEW_STEPS steps or more
     for rows, switched in ((int(enough - cfg.train.batch_size), True), (int(enough), False)):
@@ -235,7 +238,8 @@ def test_tune_says_when_it_runs_the_low_label_recipe(tiny_bert, toy_files, tmp_p
     assert "note: 160 training rows give the default recipe under 100 optimizer steps" in result.output
     recipe = (out / "recipe.yaml").read_text()
     assert "method: full" in recipe and "contrastive: 1.0" in recipe and "head_refit: true" in recipe
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 200
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 200 and metrics["head_refit_train_accuracy"] > 0.5
 
 
 def test_probe_method_fits_the_head_alone_and_the_run_serves(tiny_bert, toy_files, tmp_path):

@@ -92,11 +92,21 @@ def sized_tune_config(recipe: str | None, values: dict, budget: str | None = Non
     if recipe or budget or chosen or any(k == "method" or k in method_configs() for k in values):
         return cfg, None
     rows = len(load_task(cfg.data, cfg.train.seed).train)
-    if few_steps(cfg, rows) is None:
+    if few_steps(cfg, rows) is None or not bert_style(cfg.model):  # the recipe reads the mean (use_pooling)
         return cfg, None
     return tune_config(LOW_LABEL, values), (
         f"{rows} training rows give the default recipe under {FEW_STEPS} optimizer steps: running the low-label "
         "recipe (recipes/tune/low-label.yaml); --recipe default keeps the default")
+
+
+def bert_style(model: str) -> bool:
+    """Whether the model is a BERT classifier, whose head can read the mean of the token states (pooling mean)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model(model)).model_type == "bert"
+    except (OSError, ValueError):  # unreadable or unknown: the run's own checks say why, in one line
+        return False
 
 
 def default_output(cfg: TuneConfig, task_name: str) -> Path:
