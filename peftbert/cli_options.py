@@ -128,10 +128,9 @@ def tune_flags(skip: tuple[str, ...] = ()) -> list[Flag]:
 
 
 def adapt_flags() -> list[Flag]:
-    from .config import AdaptArgs, AdaptConfig, TrainArgs
+    from .config import HEAD_SETTINGS, AdaptArgs, AdaptConfig, TrainArgs
     from .methods.lora import LoraArgs
 
     return (flags(AdaptConfig) + flags(AdaptArgs, "adapt", panel="Adaptation (adapt.*)")
-            + flags(TrainArgs, "train", panel="Training (train.*)",
-                    skip=("head_lr_ratio", "contrastive", "head_refit"))  # adapt has no task head
+            + flags(TrainArgs, "train", panel="Training (train.*)", skip=HEAD_SETTINGS)
             + flags(LoraArgs, "lora", panel="LoRA, with --method lora (lora.*)", dotted=True))

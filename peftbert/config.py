@@ -47,7 +47,9 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PROBE_C = 0.01
 HEAD_INITS = ("random", "probe")  # probe: probe.probe_head (linear probing, then fine-tuning: LP-FT)
 KEEPS = ("best", "last")  # train.EvalTracker: the weights a run ends with
-BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say what each does
+BATCHING = ("packed", "grouped", "random")
+# train.* settings of tune's task head: adapt has none, so it has no flag for them and refuses a recipe that sets one
+HEAD_SETTINGS = ("head_lr_ratio", "contrastive", "head_refit")  # train.py and data/packing.py say what each does
 
 
 @dataclass
@@ -497,13 +499,10 @@ def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     check_metric(cfg.train.metric, MLM_METRICS, "adapt")
     if cfg.train.metric.startswith("probe_") and not cfg.adapt.probed:
         raise UserError(f"train.metric {cfg.train.metric} needs a task to probe: pass --probe-task NAME (not none)")
-    if cfg.train.head_lr_ratio != 1:  # (not a flag of adapt; a recipe could still carry it)
-        raise UserError("train.head_lr_ratio applies to tune's task head; adapt has none: remove it from the recipe")
-    if cfg.train.head_refit:  # (likewise)
-        raise UserError("train.head_refit refits tune's task head; adapt has none: remove it from the recipe")
-    if cfg.train.contrastive:  # (likewise)
-        raise UserError("train.contrastive shapes what tune's task head reads; adapt has none: remove it from the "
-                        "recipe")
+    defaults = TrainArgs()
+    for name in HEAD_SETTINGS:  # (not flags of adapt; a recipe could still carry them)
+        if getattr(cfg.train, name) != getattr(defaults, name):
+            raise UserError(f"train.{name} applies to tune's task head; adapt has none: remove it from the recipe")
     if cfg.train.batching == "packed":
         raise UserError("adapt packs its blocks already: set train.batching to random (or grouped), not packed")
     if cfg.adapt.select and not (cfg.task and (cfg.domain or cfg.corpus)):

@@ -121,13 +121,23 @@ def test_bad_weights_and_a_head_left_as_it_began_are_refused():
         build_adapt_config(None, {"train": {"head_refit": True}})
 
 
-def test_head_refit_ends_with_a_logistic_regression_on_the_trained_features(tiny_bert, toy_files, tmp_path):
+def probe_fit_difference(model, tokenizer, cfg) -> torch.Tensor:
+    """What the probe's logistic regression, fitted on `model`'s own features of the training rows, puts in a
+    two-label head: its one coefficient row, the second label's weights minus the first's."""
     from sklearn.linear_model import LogisticRegression
 
     from peftbert.config import PROBE_C
     from peftbert.data.tasks import load_task
-    from peftbert.predict import load_run
     from peftbert.probe import head_features
+
+    train = load_task(cfg.data, cfg.train.seed).train
+    fit = LogisticRegression(C=PROBE_C, max_iter=5000, random_state=cfg.train.seed).fit(
+        head_features(model, tokenizer, train, 16), train["label"])
+    return torch.as_tensor(fit.coef_[0])
+
+
+def test_head_refit_ends_with_a_logistic_regression_on_the_trained_features(tiny_bert, toy_files, tmp_path):
+    from peftbert.predict import load_run
 
     sets = ["train.max_steps=6", "train.lr=1e-3", "train.contrastive=0.9", "train.seed=3"]
     for refit in (False, True):
@@ -136,11 +146,9 @@ def test_head_refit_ends_with_a_logistic_regression_on_the_trained_features(tiny
         m = run_tune(cfg, log=quiet)
     assert 0.5 <= m["head_refit_train_accuracy"] <= 1
     model, tokenizer, _ = load_run(tmp_path / "refit-True")
-    train = load_task(cfg.data, cfg.train.seed).train
-    fit = LogisticRegression(C=PROBE_C, max_iter=5000, random_state=3).fit(
-        head_features(model, tokenizer, train, 16), train["label"])
     weight = model.classifier.weight.detach()
-    assert torch.allclose(weight[1] - weight[0], torch.as_tensor(fit.coef_[0], dtype=weight.dtype), atol=1e-4)
+    expected = probe_fit_difference(model, tokenizer, cfg).to(weight.dtype)
+    assert torch.allclose(weight[1] - weight[0], expected, atol=1e-4)
     unrefitted = encoder_and_head(tmp_path / "refit-False")
     assert torch.equal(encoder_and_head(tmp_path / "refit-True")[1], unrefitted[1])  # the same encoder
     assert not torch.allclose(weight, unrefitted[0])
@@ -149,22 +157,14 @@ def test_head_refit_ends_with_a_logistic_regression_on_the_trained_features(tiny
 def test_head_refit_reaches_a_peft_models_trained_head(tiny_bert, toy_files, tmp_path):
     from peftbert.predict import load_run
 
-    from sklearn.linear_model import LogisticRegression
-
-    from peftbert.config import PROBE_C
-    from peftbert.data.tasks import load_task
-    from peftbert.probe import head_features
-
     sets = ["train.max_steps=4", "train.contrastive=1", "train.head_refit=true", "train.keep=last", "train.seed=3"]
     cfg = make_config(tiny_bert, toy_files, "lora", tmp_path / "run", sets)
     run_tune(cfg, log=quiet)
     model, tokenizer, _ = load_run(tmp_path / "run", merge=False)
     trained = [m for n, m in model.named_modules() if n.endswith("classifier.modules_to_save.default")][0]
-    train = load_task(cfg.data, cfg.train.seed).train
-    fit = LogisticRegression(C=PROBE_C, max_iter=5000, random_state=3).fit(
-        head_features(model, tokenizer, train, 16), train["label"])  # the saved adapter's features
     weight = trained.weight.detach()
-    assert torch.allclose(weight[1] - weight[0], torch.as_tensor(fit.coef_[0], dtype=weight.dtype), atol=1e-4)
+    expected = probe_fit_difference(model, tokenizer, cfg).to(weight.dtype)  # the saved adapter's features
+    assert torch.allclose(weight[1] - weight[0], expected, atol=1e-4)
 
 
 def test_only_the_cross_entropy_is_mixed_not_what_a_method_adds(tiny_bert):
