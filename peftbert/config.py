@@ -49,7 +49,7 @@ HEAD_INITS = ("random", "probe")  # probe: probe.probe_head (linear probing, the
 KEEPS = ("best", "last")  # train.EvalTracker: the weights a run ends with
 BATCHING = ("packed", "grouped", "random")
 # train.* settings of tune's task head: adapt has none, so it has no flag for them and refuses a recipe that sets one
-HEAD_SETTINGS = ("head_lr_ratio", "contrastive", "head_refit")  # train.py and data/packing.py say what each does
+HEAD_SETTINGS = ("head_lr_ratio", "contrastive", "contrastive_temperature", "head_refit")  # train.py and data/packing.py say what each does
 
 
 @dataclass
@@ -79,6 +79,8 @@ class TrainArgs:
     patience: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
     contrastive: float = field(default=0.0, metadata={
         "help": "weight W of a supervised contrastive loss on the head's input: (1-W) x CE + W x SupCon (0 = off)"})
+    contrastive_temperature: float = field(default=0.3, metadata={
+        "help": "the contrastive loss's temperature: cosine similarities are divided by it (smaller: sharper)"})
     head_refit: bool = field(default=False, metadata={
         "help": "after training, refit the head as a logistic regression on the trained features (SetFit's last step)"})
     keep: str = field(default="best", metadata={
@@ -94,7 +96,7 @@ class TrainArgs:
 
     def __post_init__(self):
         check_positive(self, "batch_size", "eval_batch_size", "grad_accum", "log_every", "group_size")
-        check_positive(self, "lr", "epochs", "head_lr_ratio")
+        check_positive(self, "lr", "epochs", "head_lr_ratio", "contrastive_temperature")
         check_positive_or_none(self, "max_steps", "min_steps", "eval_every", "patience", "save_every")
         check_choice(self, "head_init", HEAD_INITS)
         check_choice(self, "keep", KEEPS)

@@ -17,11 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Gunel et al.'s few-shot choice (among 0.1-0.7); not varied here
-TEMPERATURE = 0.3
-
-
-def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """Khosla et al.'s L_out: for each text with another of its class in the batch, minus the mean log-probability
     of picking a same-class text among all the others by cosine similarity / temperature. 0 when no text has one."""
     z = F.normalize(features.float(), dim=-1)
@@ -38,9 +34,9 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return -per_anchor.mean()
 
 
-def with_contrastive(forward, model, num_labels: int, weight: float):
+def with_contrastive(forward, model, num_labels: int, weight: float, temperature: float):
     """forward(model, batch) for the training loop: `forward`'s output (None: the model's own) with its loss
-    replaced by the mix."""
+    replaced by the mix (train.contrastive_temperature: the default 0.3 is Gunel et al.'s few-shot choice)."""
     from .probe import label_layers
 
     forward = forward or (lambda model, batch: model(**batch))
@@ -57,7 +53,8 @@ def with_contrastive(forward, model, num_labels: int, weight: float):
         # regulariser) stays as it is. (At weight 1 the head's gradient is still there, at 0, for DDP.)
         cross_entropy = F.cross_entropy(output.logits.float(), batch["labels"])
         added = output.loss - cross_entropy
-        output.loss = (1 - weight) * cross_entropy + weight * supcon_loss(seen[0], batch["labels"]) + added
+        contrastive = supcon_loss(seen[0], batch["labels"], temperature)
+        output.loss = (1 - weight) * cross_entropy + weight * contrastive + added
         seen.clear()
         return output
     return run

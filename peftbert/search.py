@@ -313,7 +313,10 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
                 log(f"trial {trial.number}: " + ", ".join(f"{k}={fmt(v)}" for k, v in picked.items()))
                 try:
                     with beating(trial, heartbeat):
-                        m = run_tune(cfg, overwrite=True, cpu=cpu, on_evaluate=on_evaluate, score_test=False,
+                        # with train.head_refit the head is replaced after training: the scores on the way are
+                        # another head's, no grounds to prune on
+                        m = run_tune(cfg, overwrite=True, cpu=cpu, score_test=False,
+                                     on_evaluate=None if cfg.train.head_refit else on_evaluate,
                                      save_weights=False, log=lambda *a: None)
                 except (optuna.TrialPruned, TrainingDiverged) as e:  # a diverged trial counts as pruned
                     # (the divergence message up to its advice, which is for a lone tune run)

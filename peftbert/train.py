@@ -205,7 +205,7 @@ def train(model, batches: TrainBatches, args: TrainArgs, *, accelerator, evaluat
     at = Progress()
     evals = EvalTracker(acc, evaluate, args, greater_is_better, out_dir, describe, hooks.on_evaluate, plan.total_steps)
     if resume:
-        at = restore(acc, optimizer, find_checkpoint(resume, out_dir), args.batching, evals)
+        at = restore(acc, optimizer, find_checkpoint(resume, out_dir), args, evals)
 
     # -- the loop. CPU dropout at a third of torch's cost, swapped in for the loop only and out again on any exit;
     # the bar and the trackers are closed on errors too (an open MLflow/W&B run would block the next one)
@@ -233,7 +233,7 @@ def train(model, batches: TrainBatches, args: TrainArgs, *, accelerator, evaluat
                     losses.reset()
                 stop = evaluating and evals(model, at.steps, at.epoch + at.batches_in_epoch / len(loader))
                 if saving:
-                    save_checkpoint(acc, out_dir, at, evals, args.batching)
+                    save_checkpoint(acc, out_dir, at, evals, args)
                 if stop or last:
                     break
             at.next_epoch()
@@ -405,7 +405,7 @@ def start_trackers(acc, args: TrainArgs, out_dir: Path | None) -> None:
         acc.init_trackers("peftbert", config=config, init_kwargs=trackers.init_kwargs(args.report_to, out_dir))
 
 
-def restore(acc, optimizer, ckpt: Path, batching: str, evals: EvalTracker) -> Progress:
+def restore(acc, optimizer, ckpt: Path, args: TrainArgs, evals: EvalTracker) -> Progress:
     """Resume from `ckpt`: model, optimizer, scheduler and RNGs (Accelerate's load_state), then the loop's own
     state. A checkpoint trained with other settings is refused: its own would silently win."""
     wanted = [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups]
@@ -419,10 +419,22 @@ def restore(acc, optimizer, ckpt: Path, batching: str, evals: EvalTracker) -> Pr
     if [(g["initial_lr"], g["weight_decay"]) for g in optimizer.param_groups] != wanted:
         raise CheckpointMismatch(mismatch)
     state = json.loads((ckpt / TRAINER_STATE).read_text())
-    check_resumed_batching(state.get("batching"), batching, ckpt)
+    check_resumed_batching(state.get("batching"), args.batching, ckpt)
+    # (checkpoints from before these fields: cross-entropy alone, or the temperature's first and only value)
+    check_resumed_loss(state.get("contrastive", 0.0), state.get("contrastive_temperature", 0.3), args, ckpt)
     evals.load(state, ckpt)
     acc.print(f"resumed from {ckpt} at step {state['step']}")
     return Progress(state["step"], state["epoch"], state["batches_in_epoch"], state["samples_seen"])
+
+
+def check_resumed_loss(weight: float, temperature: float, args: TrainArgs, ckpt: Path) -> None:
+    """The loss a checkpoint was trained on (train.contrastive and its temperature): resumed with another, the run
+    would change its objective halfway without a word."""
+    if weight != args.contrastive or (weight and temperature != args.contrastive_temperature):
+        raise CheckpointMismatch(f"{ckpt} was trained with train.contrastive {weight:g} (temperature "
+                                 f"{temperature:g}), this run asks for "
+                                 f"{args.contrastive:g} ({args.contrastive_temperature:g}); resume with the run's own "
+                                 "recipe.yaml (--recipe) or its --contrastive and --contrastive-temperature")
 
 
 def check_finite(mean_loss: float, step: int, args: TrainArgs, acc) -> float:
@@ -460,7 +472,7 @@ def resumed_batches(acc, loader, skip: int):
         yield from it
 
 
-def save_checkpoint(acc, out_dir: Path, at: Progress, evals: EvalTracker, batching: str):
+def save_checkpoint(acc, out_dir: Path, at: Progress, evals: EvalTracker, args: TrainArgs):
     """Accelerate's save_state (model, optimizer, scheduler, RNGs), then the loop's own state, written last
     and atomically: a checkpoint without trainer_state.json is incomplete and never resumed from. A failed
     write (a full disk) removes the partial checkpoint and stops the run; the previous one stays as it was."""
@@ -477,7 +489,8 @@ def save_checkpoint(acc, out_dir: Path, at: Progress, evals: EvalTracker, batchi
         if acc.is_main_process:
             state = {"step": at.steps, "epoch": at.epoch, "batches_in_epoch": at.batches_in_epoch,
                      "samples_seen": at.samples_seen, **evals.state(), "precision": acc.mixed_precision,
-                     "batching": batching}
+                     "batching": args.batching, "contrastive": args.contrastive,
+                     "contrastive_temperature": args.contrastive_temperature}
             evals.save_best(ckpt)
             write_text(ckpt / TRAINER_STATE, json.dumps(state))
     except WRITE_ERRORS as e:

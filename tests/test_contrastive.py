@@ -37,14 +37,14 @@ def test_supcon_is_the_papers_sum_and_skips_texts_alone_in_their_class():
     torch.manual_seed(0)
     z, y = torch.randn(9, 5), [0, 0, 0, 1, 1, 2, 2, 2, 3]  # class 3 has no partner: not an anchor
     assert supcon_loss(z, torch.tensor(y), 0.3).item() == pytest.approx(supcon_by_hand(z, y, 0.3), rel=1e-5)
-    assert supcon_loss(z, torch.arange(9)).item() == 0.0  # no pairs at all
+    assert supcon_loss(z, torch.arange(9), 0.3).item() == 0.0  # no pairs at all
 
 
 def test_supcon_is_low_when_each_class_clusters():
     torch.manual_seed(0)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     clustered = torch.eye(3)[y] * 5 + 0.01 * torch.randn(6, 3)
-    assert supcon_loss(clustered, y) < supcon_loss(clustered, torch.tensor([0, 1, 2, 0, 1, 2])) / 5
+    assert supcon_loss(clustered, y, 0.3) < supcon_loss(clustered, torch.tensor([0, 1, 2, 0, 1, 2]), 0.3) / 5
 
 
 def encoder_and_head(path):
@@ -62,7 +62,7 @@ def gradients(tiny_bert, weight: float, rows: int = 8):
     batch = dict(load_tokenizer(str(tiny_bert))(["good gain", "bad loss", "great profit", "weak sales"] * (rows // 4),
                                                  padding=True, return_tensors="pt"))
     batch["labels"] = torch.tensor([1, 0, 1, 0] * (rows // 4))
-    with_contrastive(None, model, 2, weight)(model, batch).loss.backward()
+    with_contrastive(None, model, 2, weight, 0.3)(model, batch).loss.backward()
     return model.classifier.weight.grad, model.bert.encoder.layer[0].attention.self.query.weight.grad
 
 
@@ -184,5 +184,5 @@ def test_only_the_cross_entropy_is_mixed_not_what_a_method_adds(tiny_bert):
         batch = dict(load_tokenizer(str(tiny_bert))(["good gain", "bad loss", "great profit", "weak sales"],
                                                      padding=True, return_tensors="pt"))
         batch["labels"] = torch.tensor([1, 0, 1, 0])
-        losses.append(with_contrastive(forward, model, 2, 0.5)(model, batch).loss.item())
+        losses.append(with_contrastive(forward, model, 2, 0.5, 0.3)(model, batch).loss.item())
     assert losses[1] - losses[0] == pytest.approx(5.0, abs=1e-5)

@@ -18,9 +18,10 @@ def weights(run):
     return {k: v.clone() for k, v in model.state_dict().items() if "original_module" not in k}
 
 
-@pytest.mark.parametrize("batching", ["packed", "grouped"])
-def test_resume_continues_exactly(tiny_bert, toy_files, tmp_path, monkeypatch, batching):
-    sets = ["train.epochs=3", "train.save_every=7", "train.lr=1e-3", f"train.batching={batching}"]
+@pytest.mark.parametrize("batching,contrastive", [("packed", 0), ("grouped", 0), ("grouped", 0.5)])
+def test_resume_continues_exactly(tiny_bert, toy_files, tmp_path, monkeypatch, batching, contrastive):
+    sets = ["train.epochs=3", "train.save_every=7", "train.lr=1e-3", f"train.batching={batching}",
+            f"train.contrastive={contrastive}"]
     run_tune(make_config(tiny_bert, toy_files, "full", tmp_path / "straight", sets), log=lambda *a: None)
 
     # interrupt the second run after its step-14 checkpoint, then resume it
@@ -206,4 +207,7 @@ def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_
     # its best score so far is of another metric: compared with this run's, it would decide the weights kept
     r = CliRunner().invoke(app, [*base, "--metric", "accuracy"])
     assert r.exit_code == 2 and "kept its best weights by macro_f1, this run chooses by accuracy" in r.output, r.output
+    # trained on cross-entropy alone: resumed with a contrastive term, its objective would change halfway
+    r = CliRunner().invoke(app, [*base, "--contrastive", "0.5"])
+    assert r.exit_code == 2 and "trained with train.contrastive 0 (temperature 0.3), this run asks for 0.5 (0.3)" in r.output, r.output
     assert not (run / "checkpoints" / "checkpoint_6").exists()

@@ -161,6 +161,24 @@ def test_finished_trials_are_never_pruned(tiny_bert, toy_files, tmp_path):
     assert [t.state.name for t in load_study(out).trials] == ["COMPLETE"] * 6
 
 
+def test_trials_whose_head_is_refitted_are_not_pruned(tiny_bert, toy_files, tmp_path, monkeypatch):
+    """With train.head_refit the head scoring validation during training is not the one the trial ends with."""
+    from peftbert.commands import tune as tuning
+
+    real, hooked = tuning.run_tune, []
+
+    def watched(cfg, **kw):
+        hooked.append(kw["on_evaluate"] is not None)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(tuning, "run_tune", watched)
+    space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-4, "high": 5e-2, "log": True}})
+    for refit, out in ((False, tmp_path / "plain"), (True, tmp_path / "refit")):
+        extra = ["--max-steps", "2", "--trials", "1", *(["--head-refit"] if refit else [])]
+        assert runner.invoke(app, search_args(tiny_bert, toy_files, out, space, *extra)).exit_code == 0
+    assert hooked == [True, False]
+
+
 def test_diverging_trials_are_recorded_and_the_search_goes_on(tiny_bert, toy_files, tmp_path):
     out = tmp_path / "search"
     space = replace_space(tmp_path / "space.yaml", {"train.lr": {"choices": [1e12]}})

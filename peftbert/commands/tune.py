@@ -158,7 +158,8 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
                                      cfg.train.batching, run.log)
         if cfg.train.contrastive:
             from ..contrastive import with_contrastive
-            batches.forward = with_contrastive(batches.forward, model, len(task.label_names), cfg.train.contrastive)
+            batches.forward = with_contrastive(batches.forward, model, len(task.label_names), cfg.train.contrastive,
+                                               cfg.train.contrastive_temperature)
         hooks = Hooks(on_optimizer_step=method.on_optimizer_step, on_train_begin=method.on_train_begin and
                       functools.partial(method.on_train_begin, cfg=cfg.method_args), on_evaluate=on_evaluate)
         result = run.train(model, batches, evaluate=lambda m: score(m, validation), hooks=hooks, head=head,
