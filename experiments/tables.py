@@ -248,8 +248,9 @@ def validation_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
 
 def dev_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
     """Recipe arms scored on a development set (a JSON line each: arm named NAME-n<N>-s<seed>, val_f1, dev_f1):
-    per arm and N, the mean over seeds and each seed's score."""
-    rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
+    per arm and N, the mean over seeds and each seed's score. `file`: one file, or a list of them."""
+    files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
+    rows = [json.loads(line) for f in files for line in (exp.dir / f).read_text().splitlines() if line.strip()]
     groups: dict[tuple[int, str], list[dict]] = {}
     for r in rows:
         name, n = re.fullmatch(r"(.+)-n(\d+)-s\d+", r["arm"]).groups()
