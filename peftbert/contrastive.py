@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """Khosla et al.'s L_out: for each text with another of its class in the batch, minus the mean log-probability
     of picking a same-class text among all the others by cosine similarity / temperature. 0 when no text has one."""

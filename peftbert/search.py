@@ -342,6 +342,9 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             if remaining > 0:
                 log(f"search {base.method} on {base.data.task or base.data.train_file}: {remaining} trial(s) to go "
                     f"of {trials}, space: {', '.join(space)}; selection by validation {metric}")
+                if prune and base.train.head_refit:
+                    log("note: trials with train.head_refit are not pruned: the head is fitted again after training, "
+                        "so the validation scores on the way are another head's")
             def run_one(release) -> None:
                 release_claim[0] = release
                 study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=True)

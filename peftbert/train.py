@@ -420,8 +420,8 @@ def restore(acc, optimizer, ckpt: Path, args: TrainArgs, evals: EvalTracker) -> 
         raise CheckpointMismatch(mismatch)
     state = json.loads((ckpt / TRAINER_STATE).read_text())
     check_resumed_batching(state.get("batching"), args.batching, ckpt)
-    # (checkpoints from before these fields: cross-entropy alone, or the temperature's first and only value)
-    check_resumed_loss(state.get("contrastive", 0.0), state.get("contrastive_temperature", 0.3), args, ckpt)
+    if "contrastive" in state:  # (checkpoints from before it hold no record of their loss: not checked)
+        check_resumed_loss(state["contrastive"], state["contrastive_temperature"], args, ckpt)
     evals.load(state, ckpt)
     acc.print(f"resumed from {ckpt} at step {state['step']}")
     return Progress(state["step"], state["epoch"], state["batches_in_epoch"], state["samples_seen"])
@@ -430,11 +430,13 @@ def restore(acc, optimizer, ckpt: Path, args: TrainArgs, evals: EvalTracker) -> 
 def check_resumed_loss(weight: float, temperature: float, args: TrainArgs, ckpt: Path) -> None:
     """The loss a checkpoint was trained on (train.contrastive and its temperature): resumed with another, the run
     would change its objective halfway without a word."""
-    if weight != args.contrastive or (weight and temperature != args.contrastive_temperature):
-        raise CheckpointMismatch(f"{ckpt} was trained with train.contrastive {weight:g} (temperature "
-                                 f"{temperature:g}), this run asks for "
-                                 f"{args.contrastive:g} ({args.contrastive_temperature:g}); resume with the run's own "
-                                 "recipe.yaml (--recipe) or its --contrastive and --contrastive-temperature")
+    def loss(w: float, t: float) -> str:
+        return f"train.contrastive {w:g}" + (f" at temperature {t:g}" if w else "")
+
+    ran, asked = loss(weight, temperature), loss(args.contrastive, args.contrastive_temperature)
+    if ran != asked:
+        raise CheckpointMismatch(f"{ckpt} was trained with {ran}, this run asks for {asked}; resume with the run's "
+                                 "own recipe.yaml (--recipe) or its --contrastive and --contrastive-temperature")
 
 
 def check_finite(mean_loss: float, step: int, args: TrainArgs, acc) -> float:

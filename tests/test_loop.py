@@ -209,5 +209,24 @@ def test_resume_with_other_learning_rates_is_one_line(tiny_bert, toy_files, tmp_
     assert r.exit_code == 2 and "kept its best weights by macro_f1, this run chooses by accuracy" in r.output, r.output
     # trained on cross-entropy alone: resumed with a contrastive term, its objective would change halfway
     r = CliRunner().invoke(app, [*base, "--contrastive", "0.5"])
-    assert r.exit_code == 2 and "trained with train.contrastive 0 (temperature 0.3), this run asks for 0.5 (0.3)" in r.output, r.output
+    assert r.exit_code == 2, r.output
+    assert "trained with train.contrastive 0, this run asks for train.contrastive 0.5 at temperature 0.3" in r.output
     assert not (run / "checkpoints" / "checkpoint_6").exists()
+    # a checkpoint from before the record holds none, so nothing can be checked: it resumes as it did
+    state_file = run / "checkpoints" / "checkpoint_4" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({k: v for k, v in state.items() if not k.startswith("contrastive")}))
+    r = CliRunner().invoke(app, [*base, "--contrastive", "0.5"])
+    assert r.exit_code == 0 and "resumed from" in r.output and (run / "metrics.json").exists(), r.output
+
+
+def test_resumed_loss_is_checked_by_weight_and_temperature(tmp_path):
+    from peftbert.config import TrainArgs
+    from peftbert.errors import CheckpointMismatch
+    from peftbert.train import check_resumed_loss
+
+    args = TrainArgs(contrastive=0.5, contrastive_temperature=0.1)
+    check_resumed_loss(0.5, 0.1, args, tmp_path)  # the same loss
+    check_resumed_loss(0.0, 0.3, TrainArgs(contrastive_temperature=0.1), tmp_path)  # no contrastive loss either way
+    with pytest.raises(CheckpointMismatch, match="contrastive 0.5 at temperature 0.3, this run asks for train.con"):
+        check_resumed_loss(0.5, 0.3, args, tmp_path)

@@ -175,7 +175,8 @@ def test_trials_whose_head_is_refitted_are_not_pruned(tiny_bert, toy_files, tmp_
     space = replace_space(tmp_path / "space.yaml", {"train.lr": {"low": 1e-4, "high": 5e-2, "log": True}})
     for refit, out in ((False, tmp_path / "plain"), (True, tmp_path / "refit")):
         extra = ["--max-steps", "2", "--trials", "1", *(["--head-refit"] if refit else [])]
-        assert runner.invoke(app, search_args(tiny_bert, toy_files, out, space, *extra)).exit_code == 0
+        r = runner.invoke(app, search_args(tiny_bert, toy_files, out, space, *extra))
+        assert r.exit_code == 0 and ("are not pruned" in r.output) == refit, r.output
     assert hooked == [True, False]
 
 

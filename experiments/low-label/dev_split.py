@@ -20,6 +20,8 @@ TRAIN_FILES = {"twitter": "twitter-financial-news-sentiment/train.csv",
 
 
 def main(out: str, rows: str = "1200", task: str = "twitter") -> None:
+    if task not in TRAIN_FILES:
+        sys.exit(f"error: unknown TASK {task!r}; use one of {', '.join(TRAIN_FILES)}")
     root = Path(os.environ.get("PEFTBERT_DATA_DIR", "../shared/data"))
     train = pd.read_csv(root / "finance-tasks" / TRAIN_FILES[task])
     train = train.rename(columns={"sentence": "text"})[["text", "label"]]  # FOMC's text column is `sentence`

@@ -4,8 +4,8 @@
 
 ARMS.json maps an arm name to tune settings (as --set would give them); each finished arm appends one line to
 OUT.jsonl: its validation macro-F1 and accuracy, best step, steps. The arms run are in results/selection/.
-An arm whose data names a test_file (dev_split.py's dev.csv, rows of twitter's train.csv that no arm trains or
-validates on, never the task's test split) is scored on it too: `dev_f1`, free of the optimism of a score on
+An arm whose data names a test_file (dev_split.py's dev.csv, rows of the task's training file that no arm trains
+or validates on, never the task's test split) is scored on it too: `dev_f1`, free of the optimism of a score on
 the validation rows that chose the arm's checkpoint. `{dev}` in ARMS.json stands for DEV_DIR.
 """
 

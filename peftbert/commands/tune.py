@@ -32,7 +32,12 @@ def tune_config(recipe: str | None = None, values: dict | None = None, budget: s
     if budget is not None:
         from ..methods.budget import apply_budget
         cfg = apply_budget(cfg, budget)
-    return head_only(cfg, (values or {}).get("train") or {})
+    given = (values or {}).get("train") or {}
+    cfg = head_only(cfg, given)
+    if "contrastive_temperature" in given and not cfg.train.contrastive:  # it would be silently unused
+        raise UserError("--contrastive-temperature sets the contrastive loss's temperature, and this run has no "
+                        "contrastive loss: add --contrastive W (0 < W <= 1), or drop --contrastive-temperature")
+    return cfg
 
 
 def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
@@ -40,7 +45,7 @@ def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
     turned off for it (the low-label recipe's suite runs the probe beside them); asked for by name, refused."""
     if not get_method(cfg.method).fit_head or not (cfg.train.contrastive or cfg.train.head_refit):
         return cfg
-    asked = [k for k in ("contrastive", "head_refit") if given.get(k)]
+    asked = [k for k in ("contrastive", "contrastive_temperature", "head_refit") if k in given and given[k]]
     if asked:
         raise UserError(f"--method {cfg.method} fits the head alone and trains no encoder: drop "
                         f"{' and '.join('--' + k.replace('_', '-') for k in asked)}, or use a method that trains "
