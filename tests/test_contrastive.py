@@ -113,10 +113,12 @@ def test_bad_weights_and_a_head_left_as_it_began_are_refused():
     with pytest.raises(UserError, match="add --keep last"):
         TrainArgs(contrastive=1.0, head_refit=True)
     assert TrainArgs(contrastive=1.0, head_refit=True, keep="last").contrastive == 1
-    for field in ("contrastive", "head_refit"):  # adapt has no task head
+    for field in ("contrastive", "contrastive_temperature", "head_refit"):  # adapt has no task head
         assert not any(f.path == ("train", field) for f in adapt_flags())
     with pytest.raises(UserError, match="adapt has none"):
         build_adapt_config(None, {"train": {"contrastive": 0.5}})
+    with pytest.raises(UserError, match="train.contrastive_temperature applies to tune's task head"):
+        build_adapt_config(None, {"train": {"contrastive_temperature": 0.1}})
     with pytest.raises(UserError, match="adapt has none"):
         build_adapt_config(None, {"train": {"head_refit": True}})
 
