@@ -47,9 +47,9 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PROBE_C = 0.01
 HEAD_INITS = ("random", "probe")  # probe: probe.probe_head (linear probing, then fine-tuning: LP-FT)
 KEEPS = ("best", "last")  # train.EvalTracker: the weights a run ends with
-BATCHING = ("packed", "grouped", "random")
-# train.* settings of tune's task head: adapt has none, so it has no flag for them and refuses a recipe that sets one
-# tune's task-head settings (train.py, contrastive.py and commands/tune.py say what each does): not adapt's
+BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say what each does
+# train.* settings of tune's task head (train.py, contrastive.py and commands/tune.py say what each does): adapt has
+# none, so it has no flag for them and refuses a recipe that sets one
 HEAD_SETTINGS = ("head_lr_ratio", "contrastive", "contrastive_temperature", "head_refit")
 
 

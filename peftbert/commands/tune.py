@@ -45,7 +45,7 @@ def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
     turned off for it (the low-label recipe's suite runs the probe beside them); asked for by name, refused."""
     if not get_method(cfg.method).fit_head or not (cfg.train.contrastive or cfg.train.head_refit):
         return cfg
-    asked = [k for k in ("contrastive", "contrastive_temperature", "head_refit") if k in given and given[k]]
+    asked = [k for k in ("contrastive", "contrastive_temperature", "head_refit") if given.get(k)]
     if asked:
         raise UserError(f"--method {cfg.method} fits the head alone and trains no encoder: drop "
                         f"{' and '.join('--' + k.replace('_', '-') for k in asked)}, or use a method that trains "
