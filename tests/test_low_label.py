@@ -213,6 +213,10 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
         cfg, note = sized_tune_config(None, {"model": str(tiny_bert), "data": data, **chosen})
         assert cfg.method == "lora" and cfg.train.head_init == "random" and note is None
     assert sized_tune_config("default", {"model": str(tiny_bert), "data": data})[0].method == "lora"
+    warmer = {"model": str(tiny_bert), "data": data, "train": {"contrastive_temperature": 0.2}}
+    assert sized_tune_config(None, warmer)[0].train.contrastive_temperature == 0.2  # used by the switched recipe
+    with pytest.raises(UserError, match="has no contrastive loss"):  # the default, kept, would leave it unused
+        sized_tune_config("default", warmer)
     with pytest.MonkeyPatch.context() as patch:  # a model whose head cannot read the mean: the default stands
         patch.setattr("peftbert.commands.tune.bert_style", lambda model: False)
         assert sized_tune_config(None, {"model": str(tiny_bert), "data": data})[0].method == "lora"

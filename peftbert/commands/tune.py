@@ -28,16 +28,21 @@ def tune_config(recipe: str | None = None, values: dict | None = None, budget: s
 
     With `budget`, the method's size knob is set so it trains about that many parameters outside the head.
     """
+    cfg = unchecked_tune_config(recipe, values, budget)
+    if "contrastive_temperature" in ((values or {}).get("train") or {}) and not cfg.train.contrastive:
+        raise UserError("--contrastive-temperature sets the contrastive loss's temperature, and this run has no "
+                        "contrastive loss: add --contrastive W (0 < W <= 1), or drop --contrastive-temperature")
+    return cfg
+
+
+def unchecked_tune_config(recipe: str | None, values: dict | None, budget: str | None) -> TuneConfig:
+    """tune_config without its check that a named temperature is used: sized_tune_config may yet switch to a
+    recipe with a contrastive loss, where it is."""
     cfg = build_config(recipe, values or {}, method_configs())
     if budget is not None:
         from ..methods.budget import apply_budget
         cfg = apply_budget(cfg, budget)
-    given = (values or {}).get("train") or {}
-    cfg = head_only(cfg, given)
-    if "contrastive_temperature" in given and not cfg.train.contrastive:  # it would be silently unused
-        raise UserError("--contrastive-temperature sets the contrastive loss's temperature, and this run has no "
-                        "contrastive loss: add --contrastive W (0 < W <= 1), or drop --contrastive-temperature")
-    return cfg
+    return head_only(cfg, (values or {}).get("train") or {})
 
 
 def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
@@ -92,13 +97,13 @@ def sized_tune_config(recipe: str | None, values: dict, budget: str | None = Non
     recipe, or the low-label one where the training set would give the default too few optimizer steps to train a
     classifier (few_steps); with a note saying so (run_tune's `notes`: logged once the inputs have passed their
     checks). The task is read here to count its rows, and again by the run."""
-    cfg = tune_config(recipe, values, budget)
     chosen = set(values.get("train") or {}) & {"epochs", "max_steps", "min_steps", "lr"}  # sized for a method
     if recipe or budget or chosen or any(k == "method" or k in method_configs() for k in values):
-        return cfg, None
+        return tune_config(recipe, values, budget), None
+    cfg = unchecked_tune_config(recipe, values, budget)
     rows = len(load_task(cfg.data, cfg.train.seed).train)
     if few_steps(cfg, rows) is None or not bert_style(cfg.model):  # the recipe reads the mean (use_pooling)
-        return cfg, None
+        return tune_config(recipe, values, budget), None
     return tune_config(LOW_LABEL, values), (
         f"{rows} training rows give the default recipe under {FEW_STEPS} optimizer steps: running the low-label "
         "recipe (recipes/tune/low-label.yaml); --recipe default keeps the default")
