@@ -56,7 +56,7 @@ CASES = [
     Case("tune --contrastive 1", "a contrastive loss alone, with no head refit", ("add --head-refit",)),
     Case("tune --method probe --contrastive 0.5", "a contrastive term for the probe, which trains no encoder",
          ("--method probe fits the head alone", "drop --contrastive")),
-    Case("tune --contrastive-temperature 0.1", "a contrastive temperature with no contrastive loss",
+    Case("tune --recipe default --contrastive-temperature 0.1", "a contrastive temperature with no contrastive loss",
          ("this run has no contrastive loss", "add --contrastive W")),
     Case("tune --method probe --recipe low-label --contrastive-temperature 0.1",
          "a contrastive temperature for the probe", ("--method probe fits the head alone",

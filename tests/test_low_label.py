@@ -220,6 +220,8 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
     with pytest.MonkeyPatch.context() as patch:  # a model whose head cannot read the mean: the default stands
         patch.setattr("peftbert.commands.tune.bert_style", lambda model: False)
         assert sized_tune_config(None, {"model": str(tiny_bert), "data": data})[0].method == "lora"
+        with pytest.raises(UserError, match="has no contrastive loss"):  # no switch: the default leaves it unused
+            sized_tune_config(None, warmer)
     steps = cfg.train.epochs / cfg.train.batch_size  # the default's steps per training row (LoRA's preset)
     enough = FEW_STEPS / steps  # rows from which the default takes FEW_STEPS steps or more
     for rows, switched in ((int(enough - cfg.train.batch_size), True), (int(enough), False)):
