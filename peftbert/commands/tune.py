@@ -28,7 +28,11 @@ def tune_config(recipe: str | None = None, values: dict | None = None, budget: s
 
     With `budget`, the method's size knob is set so it trains about that many parameters outside the head.
     """
-    cfg = unchecked_tune_config(recipe, values, budget)
+    return check_temperature_used(unchecked_tune_config(recipe, values, budget), values)
+
+
+def check_temperature_used(cfg: TuneConfig, values: dict | None) -> TuneConfig:
+    """cfg, unless the user named a contrastive temperature for a run with no contrastive loss (silently unused)."""
     if "contrastive_temperature" in ((values or {}).get("train") or {}) and not cfg.train.contrastive:
         raise UserError("--contrastive-temperature sets the contrastive loss's temperature, and this run has no "
                         "contrastive loss: add --contrastive W (0 < W <= 1), or drop --contrastive-temperature")
@@ -36,8 +40,8 @@ def tune_config(recipe: str | None = None, values: dict | None = None, budget: s
 
 
 def unchecked_tune_config(recipe: str | None, values: dict | None, budget: str | None) -> TuneConfig:
-    """tune_config without its check that a named temperature is used: sized_tune_config may yet switch to a
-    recipe with a contrastive loss, where it is."""
+    """tune_config without check_temperature_used: sized_tune_config may yet switch to a recipe with a contrastive
+    loss, where a named temperature is used."""
     cfg = build_config(recipe, values or {}, method_configs())
     if budget is not None:
         from ..methods.budget import apply_budget
@@ -103,7 +107,7 @@ def sized_tune_config(recipe: str | None, values: dict, budget: str | None = Non
     cfg = unchecked_tune_config(recipe, values, budget)
     rows = len(load_task(cfg.data, cfg.train.seed).train)
     if few_steps(cfg, rows) is None or not bert_style(cfg.model):  # the recipe reads the mean (use_pooling)
-        return tune_config(recipe, values, budget), None
+        return check_temperature_used(cfg, values), None
     return tune_config(LOW_LABEL, values), (
         f"{rows} training rows give the default recipe under {FEW_STEPS} optimizer steps: running the low-label "
         "recipe (recipes/tune/low-label.yaml); --recipe default keeps the default")
