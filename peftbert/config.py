@@ -8,7 +8,8 @@ Override order (later wins):
            < recipe (--recipe FILE, default recipes/tune/default.yaml; recipes/tune/low-label.yaml for a small
            training set when no recipe, method, budget, length or lr is named: commands/tune.sized_tune_config)
            < CLI flags and --set key=value.
-    adapt: dataclass defaults < recipes/adapt/default.yaml < --recipe FILE < CLI flags and --set.
+    adapt: dataclass defaults < recipes/adapt/default.yaml (< recipes/adapt/task.yaml when --task is the only
+           text source) < --recipe FILE < CLI flags and --set.
 
 A tune recipe is a YAML mapping with top-level run keys (model, method, task, output), a `train:` block
 (TrainArgs), a `data:` block (DataArgs) and, per method, a block named after the method (e.g. `lora: {r: 8}`)
@@ -470,13 +471,24 @@ def chosen_probe_task(merged: dict) -> str | None:
     return merged.get("task") if named in (None, "") else named
 
 
+def task_schedule(user: dict) -> dict:
+    """recipes/adapt/task.yaml where the task's own text is the only source (TAPT), else nothing; its step budget
+    gives way to a length the user names (train.epochs, adapt.max_tokens)."""
+    if not user.get("task") or user.get("domain") or user.get("corpus"):
+        return {}
+    schedule = load_yaml(RECIPES_DIR / "adapt" / "task.yaml")
+    if "epochs" in (user.get("train") or {}) or "max_tokens" in (user.get("adapt") or {}):
+        schedule["train"].pop("max_steps")
+    return schedule
+
+
 def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
     """default recipe < --recipe < CLI; validated here, once. `cli` holds only what the user set."""
     from .methods.lora import LoraArgs
 
     merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
     user = deep_merge(load_yaml(recipe), cli) if recipe else cli  # what the user set, over the defaults
-    merged = deep_merge(merged, user)
+    merged = deep_merge(deep_merge(merged, task_schedule(user)), user)
     merged["adapt"] = {**(merged.get("adapt") or {}), "probe_task": chosen_probe_task(merged)}
     if probed_task(merged["adapt"]["probe_task"]) and "metric" not in (user.get("train") or {}):
         # a task to probe is named so that the task decides: perplexity can fall while the task's score does too

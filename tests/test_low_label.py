@@ -14,7 +14,7 @@ from helpers import make_config
 from test_adapt import config
 from peftbert.commands.adapt import run_adapt
 from peftbert.masked_lm import mean_pooled
-from peftbert.config import TrainArgs, build_adapt_config
+from peftbert.config import RECIPES_DIR, TrainArgs, build_adapt_config, load_yaml
 from peftbert.data.tasks import load_task
 from peftbert.errors import UserError
 from peftbert.models import load_classifier, load_tokenizer
@@ -136,6 +136,26 @@ def test_a_tapt_run_is_chosen_by_its_own_task_unless_told_otherwise(tiny_bert):
     assert cfg(corpus=["x.txt"]).adapt.probe_task is None
 
 
+def test_a_tapt_run_gets_the_measured_step_schedule_unless_told_otherwise(tiny_bert):
+    """--task as the only text source runs recipes/adapt/task.yaml's schedule (the one experiments/adapt-levers
+    measured); a domain or corpus keeps default.yaml's; a named length or flag wins over it."""
+    def cfg(**cli):
+        return build_adapt_config(None, {"model": str(tiny_bert), **cli})
+    schedule = load_yaml(RECIPES_DIR / "adapt" / "task.yaml")
+    tapt = cfg(task="finance-sample")
+    assert (tapt.train.max_steps, tapt.train.eval_every, tapt.train.patience, tapt.adapt.head_warmup_steps) == (
+        schedule["train"]["max_steps"], schedule["train"]["eval_every"], schedule["train"]["patience"],
+        schedule["adapt"]["head_warmup_steps"])
+    default = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")
+    for other in (cfg(task="finance-sample", domain="finance"), cfg(task="finance-sample", corpus=["x.txt"])):
+        assert other.train.max_steps is None and other.train.eval_every == default["train"]["eval_every"]
+        assert other.adapt.head_warmup_steps == default["adapt"]["head_warmup_steps"]
+    assert cfg(task="finance-sample", train={"eval_every": 10}).train.eval_every == 10
+    assert cfg(task="finance-sample", train={"epochs": 2}).train.max_steps is None  # the user's length rules
+    assert cfg(task="finance-sample", adapt={"max_tokens": 5000}).train.max_steps is None
+    assert cfg(task="finance-sample", train={"max_steps": 30}).train.max_steps == 30
+
+
 def test_adapt_probe_task_scores_validation_and_chooses_by_it(tiny_bert, tmp_path):
     """--probe-task: the task probe's validation score sits beside perplexity before, during and after, and
     picks the weights kept (train.metric defaults to probe_macro_f1), the starting encoder among them."""
@@ -203,12 +223,13 @@ def test_few_steps_get_a_note_and_the_low_label_recipe_by_name(tiny_bert, toy_fi
 
 
 def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(tiny_bert, toy_files, tmp_path):
-    from peftbert.commands.tune import FEW_STEPS, sized_tune_config
+    from peftbert.commands.tune import sized_tune_config
 
     data = {"train_file": str(toy_files["train"]), "validation_file": str(toy_files["validation"])}
     cfg, note = sized_tune_config(None, {"model": str(tiny_bert), "data": data})
     assert (cfg.method, cfg.train.head_init, cfg.train.min_steps) == ("full", "probe", 200)
     assert "160 training rows" in note and "--recipe default" in note
+    floor = cfg.train.min_steps  # the low-label recipe's: the switch runs it where the default takes fewer steps
     for chosen in ({"method": "lora"}, {"lora": {"r": 4}}, {"train": {"epochs": 1}}, {"train": {"lr": 1e-3}}):
         cfg, note = sized_tune_config(None, {"model": str(tiny_bert), "data": data, **chosen})
         assert cfg.method == "lora" and cfg.train.head_init == "random" and note is None
@@ -219,12 +240,13 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
         sized_tune_config("default", warmer)
     with pytest.MonkeyPatch.context() as patch:  # a model whose head cannot read the mean: the default stands
         patch.setattr("peftbert.commands.tune.bert_style", lambda model: False)
-        assert sized_tune_config(None, {"model": str(tiny_bert), "data": data})[0].method == "lora"
+        cfg_default = sized_tune_config(None, {"model": str(tiny_bert), "data": data})[0]
+        assert cfg_default.method == "lora"
         with pytest.raises(UserError, match="has no contrastive loss"):  # no switch: the default leaves it unused
             sized_tune_config(None, warmer)
-    steps = cfg.train.epochs / cfg.train.batch_size  # the default's steps per training row (LoRA's preset)
-    enough = FEW_STEPS / steps  # rows from which the default takes FEW_STEPS steps or more
-    for rows, switched in ((int(enough - cfg.train.batch_size), True), (int(enough), False)):
+    steps = cfg_default.train.epochs / cfg_default.train.batch_size  # the default's steps per row (LoRA's preset)
+    enough = floor / steps  # rows from which the default takes the low-label recipe's floor or more
+    for rows, switched in ((int(enough - cfg_default.train.batch_size), True), (int(enough), False)):
         f = tmp_path / f"{rows}.csv"
         pd.concat([pd.read_csv(toy_files["train"])] * 10).head(rows).to_csv(f, index=False)
         low, note = sized_tune_config(None, {"model": str(tiny_bert), "data": {**data, "train_file": str(f)}})
@@ -241,7 +263,8 @@ def test_tune_says_when_it_runs_the_low_label_recipe(tiny_bert, toy_files, tmp_p
                                       "--validation-file", str(toy_files["validation"]), "--output", str(out),
                                       "--precision", "no", "--max-length", "16", "--report-to", "none"])
     assert result.exit_code == 0, result.output
-    assert "note: 160 training rows give the default recipe under 100 optimizer steps" in result.output
+    assert ("note: 160 training rows give the default recipe 50 optimizer steps, under the low-label recipe's 200"
+            in result.output)
     recipe = (out / "recipe.yaml").read_text()
     assert "method: full" in recipe and "contrastive: 1.0" in recipe and "head_refit: true" in recipe
     metrics = json.loads((out / "metrics.json").read_text())
