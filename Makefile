@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 # the baselines every bench table uses (peftbert/baselines.py: majority class; TF-IDF + LR, C chosen on validation).
 # No `adapt` stage: on MiniLM with the demo's thousands of labels, continued pretraining bought nothing (level at
 # best: experiments/adapt-levers, experiments/h200-domain-adaptation; it paid with tens of labels per class, which
-# the demo is not), and a 600-step run takes about 20 minutes on 2 cores; the demo shows only stages that pay.
+# the demo is not), and a TAPT run takes tens of minutes on 2 cores; the demo shows only stages that pay.
 # (No data directory: the shipped sample's text and labels instead.) The earlier demo's run: experiments/demo.
 demo: install
 	$(VENV)/bin/peftbert tune --method full --epochs 2 --output runs/demo/tuned --overwrite

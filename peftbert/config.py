@@ -473,12 +473,13 @@ def chosen_probe_task(merged: dict) -> str | None:
 
 def task_schedule(user: dict) -> dict:
     """recipes/adapt/task.yaml where the task's own text is the only source (TAPT), else nothing; its step budget
-    gives way to a length the user names (train.epochs, adapt.max_tokens)."""
+    gives way to a length the user names (train.epochs or min_steps, adapt.max_tokens)."""
     if not user.get("task") or user.get("domain") or user.get("corpus"):
         return {}
     schedule = load_yaml(RECIPES_DIR / "adapt" / "task.yaml")
-    if "epochs" in (user.get("train") or {}) or "max_tokens" in (user.get("adapt") or {}):
-        schedule["train"].pop("max_steps")
+    train, adapt = user.get("train") or {}, user.get("adapt") or {}
+    if any(train.get(k) is not None for k in ("epochs", "min_steps")) or adapt.get("max_tokens") is not None:
+        (schedule.get("train") or {}).pop("max_steps", None)
     return schedule
 
 

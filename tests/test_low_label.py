@@ -3,10 +3,12 @@
 import gzip
 import json
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers import AutoModel
 
 from conftest import FILLER, NEG, POS
@@ -22,6 +24,8 @@ from peftbert.predict import load_run
 from peftbert.probe import head_features, probe_head
 from peftbert.train import plan_steps
 from peftbert.commands.tune import run_tune
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def quiet(*a, **k):
@@ -136,7 +140,7 @@ def test_a_tapt_run_is_chosen_by_its_own_task_unless_told_otherwise(tiny_bert):
     assert cfg(corpus=["x.txt"]).adapt.probe_task is None
 
 
-def test_a_tapt_run_gets_the_measured_step_schedule_unless_told_otherwise(tiny_bert):
+def test_a_tapt_run_gets_the_measured_step_schedule_unless_told_otherwise(tiny_bert, tmp_path):
     """--task as the only text source runs recipes/adapt/task.yaml's schedule (the one experiments/adapt-levers
     measured); a domain or corpus keeps default.yaml's; a named length or flag wins over it."""
     def cfg(**cli):
@@ -150,10 +154,29 @@ def test_a_tapt_run_gets_the_measured_step_schedule_unless_told_otherwise(tiny_b
     for other in (cfg(task="finance-sample", domain="finance"), cfg(task="finance-sample", corpus=["x.txt"])):
         assert other.train.max_steps is None and other.train.eval_every == default["train"]["eval_every"]
         assert other.adapt.head_warmup_steps == default["adapt"]["head_warmup_steps"]
+    assert tapt.adapt.max_heldout_tokens == schedule["adapt"]["max_heldout_tokens"]
     assert cfg(task="finance-sample", train={"eval_every": 10}).train.eval_every == 10
-    assert cfg(task="finance-sample", train={"epochs": 2}).train.max_steps is None  # the user's length rules
-    assert cfg(task="finance-sample", adapt={"max_tokens": 5000}).train.max_steps is None
+    for length in ({"train": {"epochs": 2}}, {"train": {"min_steps": 900}}, {"adapt": {"max_tokens": 5000}}):
+        assert cfg(task="finance-sample", **length).train.max_steps is None, length  # the user's length rules
+    assert cfg(task="finance-sample", adapt={"max_tokens": None}).train.max_steps == schedule["train"]["max_steps"]
     assert cfg(task="finance-sample", train={"max_steps": 30}).train.max_steps == 30
+    saved = tapt.to_dict()  # a run's recipe.yaml, given back as --recipe: the same run
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(saved))
+    assert build_adapt_config(str(recipe), {}).to_dict() == saved
+
+
+def test_the_tapt_default_is_the_schedule_measured_on_twitter():
+    """`adapt --task twitter-fin-sentiment` resolves to the recipe of the 600-step run experiments/adapt-levers
+    measured (the start its low-label and full-data results come from), but for where it wrote and settings added
+    since at their off values."""
+    measured = load_yaml(REPO / "experiments/adapt-levers/results/twitter-tapt-preserve1-600/recipe.yaml")
+    now = build_adapt_config(None, {"task": "twitter-fin-sentiment"}).to_dict()
+    for block in ("train", "adapt", "lora"):
+        assert {k: now[block].get(k) for k in measured[block] if k != "report_to"} == {
+            k: v for k, v in measured[block].items() if k != "report_to"}, block
+    assert {k: now[k] for k in measured if k not in ("train", "adapt", "lora", "output")} == {
+        k: v for k, v in measured.items() if k not in ("train", "adapt", "lora", "output")}
 
 
 def test_adapt_probe_task_scores_validation_and_chooses_by_it(tiny_bert, tmp_path):
@@ -251,6 +274,8 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
         pd.concat([pd.read_csv(toy_files["train"])] * 10).head(rows).to_csv(f, index=False)
         low, note = sized_tune_config(None, {"model": str(tiny_bert), "data": {**data, "train_file": str(f)}})
         assert (low.method == "full") == switched and (note is not None) == switched, rows
+    patient = {"model": str(tiny_bert), "data": {**data, "train_file": str(f)}, "train": {"patience": 3}}
+    assert sized_tune_config(None, patient)[0].train.patience == 3  # kept default: the low-label recipe not built
 
 
 def test_tune_says_when_it_runs_the_low_label_recipe(tiny_bert, toy_files, tmp_path):

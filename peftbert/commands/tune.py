@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from ..config import SELECTION_METRICS, TuneConfig, build_config
+from ..config import SELECTION_METRICS, TuneConfig, build_config, load_yaml, tune_recipe
 from ..data.encode import EncodedTask
 from ..data.packing import classifier_batches
 from ..data.tasks import load_task
@@ -105,23 +105,21 @@ def few_steps(cfg: TuneConfig, rows: int) -> str | None:
 def sized_tune_config(recipe: str | None, values: dict, budget: str | None = None) -> tuple[TuneConfig, str | None]:
     """What `tune` runs when the user names no recipe, method, budget, training length or learning rate: the default
     recipe, or the low-label one where the training set gives the default fewer optimizer steps than the low-label
-    recipe's own floor (its train.min_steps, 200): at 32 and 128 rows per class (120 steps at 128) it scored above
-    the default on both development sets (experiments/low-label). With a note saying so (run_tune's `notes`:
-    logged once the inputs have passed their checks). The task is read here to count its rows, and again by the
-    run."""
+    recipe's own floor (its train.min_steps, 200). At 128 rows per class (the default's 120 steps) it scored above
+    the default on both development sets; below 100 steps the default collapsed (experiments/low-label). With a
+    note saying so (run_tune's `notes`: logged once the inputs have passed their checks). The task is read here to
+    count its rows, and again by the run."""
     chosen = set(values.get("train") or {}) & {"epochs", "max_steps", "min_steps", "lr"}  # sized for a method
     if recipe or budget or chosen or any(k == "method" or k in method_configs() for k in values):
         return tune_config(recipe, values, budget), None
     cfg = unchecked_tune_config(recipe, values, budget)
     rows = len(load_task(cfg.data, cfg.train.seed).train)
-    low = tune_config(LOW_LABEL, values)
-    steps = planned_steps(cfg, rows)
-    if steps >= low.train.min_steps or not bert_style(cfg.model):  # the recipe reads the mean (use_pooling)
+    steps, floor = planned_steps(cfg, rows), load_yaml(tune_recipe(LOW_LABEL))["train"]["min_steps"]
+    if steps >= floor or not bert_style(cfg.model):  # the recipe reads the mean (use_pooling)
         return check_temperature_used(cfg, values), None
-    return low, (
+    return tune_config(LOW_LABEL, values), (
         f"{rows} training rows give the default recipe {steps} optimizer steps, under the low-label recipe's "
-        f"{low.train.min_steps}: running the low-label recipe (recipes/tune/low-label.yaml); --recipe default keeps "
-        "the default")
+        f"{floor}: running the low-label recipe (recipes/tune/low-label.yaml); --recipe default keeps the default")
 
 
 def bert_style(model: str) -> bool:
