@@ -484,7 +484,8 @@ def task_schedule(user: dict) -> dict:
 
 
 def build_adapt_config(recipe: str | None, cli: dict) -> AdaptConfig:
-    """default recipe < --recipe < CLI; validated here, once. `cli` holds only what the user set."""
+    """default recipe (< task.yaml for TAPT: task_schedule) < --recipe < CLI; validated here, once. `cli` holds
+    only what the user set."""
     from .methods.lora import LoraArgs
 
     merged = load_yaml(RECIPES_DIR / "adapt" / "default.yaml")

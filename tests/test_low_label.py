@@ -3,7 +3,6 @@
 import gzip
 import json
 import random
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoModel
 
-from conftest import FILLER, NEG, POS
+from conftest import FILLER, NEG, POS, ROOT
 from helpers import make_config
 from test_adapt import config
 from peftbert.commands.adapt import run_adapt
@@ -24,8 +23,6 @@ from peftbert.predict import load_run
 from peftbert.probe import head_features, probe_head
 from peftbert.train import plan_steps
 from peftbert.commands.tune import run_tune
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def quiet(*a, **k):
@@ -170,7 +167,7 @@ def test_the_tapt_default_is_the_schedule_measured_on_twitter():
     """`adapt --task twitter-fin-sentiment` resolves to the recipe of the 600-step run experiments/adapt-levers
     measured (the start its low-label and full-data results come from), but for where it wrote and settings added
     since at their off values."""
-    measured = load_yaml(REPO / "experiments/adapt-levers/results/twitter-tapt-preserve1-600/recipe.yaml")
+    measured = load_yaml(ROOT / "experiments/adapt-levers/results/twitter-tapt-preserve1-600/recipe.yaml")
     now = build_adapt_config(None, {"task": "twitter-fin-sentiment"}).to_dict()
     for block in ("train", "adapt", "lora"):
         assert {k: now[block].get(k) for k in measured[block] if k != "report_to"} == {

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..methods import Context, get_method, method_configs
 from ..metrics import classification_metrics, headline
 from ..models import arch_of, count_params, head_modules, load_classifier, load_tokenizer, resolve_model
-from ..train import Hooks
+from ..train import Hooks, plan_steps
 from .base import Run
 
 
@@ -87,9 +87,10 @@ FEW_STEPS = 100  # below this many optimizer steps, low-label runs at the preset
 
 
 def planned_steps(cfg: TuneConfig, rows: int) -> int:
-    """The optimizer steps `rows` training rows give at the config's epochs (before min_steps or max_steps)."""
-    t = cfg.train
-    return math.ceil(math.ceil(rows / t.batch_size) / t.grad_accum * t.epochs)
+    """The optimizer steps `rows` training rows give at the config's epochs (the loop's plan_steps, before
+    min_steps or max_steps)."""
+    epochs_only = dataclasses.replace(cfg.train, max_steps=None, min_steps=None)
+    return plan_steps(math.ceil(rows / cfg.train.batch_size), epochs_only).total_steps
 
 
 def few_steps(cfg: TuneConfig, rows: int) -> str | None:
