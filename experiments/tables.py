@@ -249,8 +249,7 @@ def validation_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
 def dev_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
     """Recipe arms scored on a development set (a JSON line each: arm named NAME-n<N>-s<seed>, val_f1, dev_f1):
     per arm and N, the mean over seeds and each seed's score. `file`: one file, or a list of them."""
-    files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
-    rows = [json.loads(line) for f in files for line in (exp.dir / f).read_text().splitlines() if line.strip()]
+    rows = jsonl_rows(exp, spec)
     groups: dict[tuple[int, str], list[dict]] = {}
     for r in rows:
         name, n = re.fullmatch(r"(.+)-n(\d+)-s\d+", r["arm"]).groups()
@@ -265,17 +264,25 @@ def dev_arms_markdown(exp: Experiment, spec: dict) -> list[str]:
     return [*lines, ""]
 
 
+def jsonl_rows(exp: Experiment, spec: dict) -> list[dict]:
+    """The JSON lines of a table's `file`: one file, or a list of them."""
+    files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
+    return [json.loads(line) for f in files for line in (exp.dir / f).read_text().splitlines() if line.strip()]
+
+
 def probe_c_markdown(exp: Experiment, spec: dict) -> list[str]:
-    """The probe's C on a development set (a JSON line each: n, seed, c, dev_f1): mean over seeds per N."""
-    rows = [json.loads(line) for line in (exp.dir / spec["file"]).read_text().splitlines() if line.strip()]
+    """One setting swept on a development set (a JSON line each: n, seed, the setting, dev_f1): mean over seeds per
+    N. The setting is the probe's C unless `key` names another (`alpha`: select_wise.py's share of trained weights)."""
+    key = spec.get("key", "c")
+    rows = jsonl_rows(exp, spec)
     sizes = sorted({r["n"] for r in rows})
-    cs = list(dict.fromkeys(r["c"] for r in rows))
-    lines = ["| C | " + " | ".join(f"dev macro-F1, {n} per class" for n in sizes) + " |",
+    values = list(dict.fromkeys(r[key] for r in rows))
+    lines = [f"| {'C' if key == 'c' else key} | " + " | ".join(f"dev macro-F1, {n} per class" for n in sizes) + " |",
              "|---|" + "---|" * len(sizes)]
-    for c in cs:
-        cells = [statistics.mean(r["dev_f1"] for r in rows if r["c"] == c and r["n"] == n) for n in sizes]
-        label = "cross-validated on the training rows" if c == "cv" else f"{c:g}"
-        lines.append(f"| {label} | " + " | ".join(f"{x:.4f}" for x in cells) + " |")
+    for v in values:
+        cells = [[r["dev_f1"] for r in rows if r[key] == v and r["n"] == n] for n in sizes]
+        label = "cross-validated on the training rows" if v == "cv" else f"{v:g}"
+        lines.append(f"| {label} | " + " | ".join(f"{statistics.mean(x):.4f}" if x else "–" for x in cells) + " |")
     return [*lines, ""]
 
 

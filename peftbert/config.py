@@ -49,9 +49,9 @@ PROBE_C = 0.01
 HEAD_INITS = ("random", "probe")  # probe: probe.probe_head (linear probing, then fine-tuning: LP-FT)
 KEEPS = ("best", "last")  # train.EvalTracker: the weights a run ends with
 BATCHING = ("packed", "grouped", "random")  # train.py and data/packing.py say what each does
-# train.* settings of tune's task head (train.py, contrastive.py and commands/tune.py say what each does): adapt has
-# none, so it has no flag for them and refuses a recipe that sets one
-HEAD_SETTINGS = ("head_lr_ratio", "contrastive", "contrastive_temperature", "head_refit")
+# train.* settings of tune's task head and its end (train.py, contrastive.py, wise.py and commands/tune.py say what
+# each does): adapt has none, so it has no flag for them and refuses a recipe that sets one
+HEAD_SETTINGS = ("head_lr_ratio", "contrastive", "contrastive_temperature", "head_refit", "wise")
 
 
 @dataclass
@@ -85,6 +85,8 @@ class TrainArgs:
         "help": "the contrastive loss's temperature: cosine similarities are divided by it (smaller: sharper)"})
     head_refit: bool = field(default=False, metadata={
         "help": "after training, refit the head as a logistic regression on the trained features (SetFit's last step)"})
+    wise: float = field(default=1.0, metadata={
+        "help": "end at this share of the trained weights, the rest the starting ones (WiSE-FT; 1 = as trained)"})
     keep: str = field(default="best", metadata={
         "help": "best | last: end with the best-scoring weights on validation, or the last step's"})
     save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})
@@ -109,6 +111,8 @@ class TrainArgs:
             raise UserError(f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay} (1 turns it off)")
         if not 0 <= self.contrastive <= 1:
             raise UserError(f"train.contrastive must be in [0, 1], got {self.contrastive} (0 turns it off)")
+        if not 0 <= self.wise <= 1:
+            raise UserError(f"train.wise must be in [0, 1], got {self.wise} (1 keeps the trained weights as they are)")
         if self.contrastive == 1 and not self.head_refit:  # the head gets no gradient: it would stay as it began
             raise UserError("train.contrastive 1 trains the encoder alone and leaves the head as it began: add "
                             "--head-refit (fit the head on the trained features), or mix in cross-entropy (< 1)")

@@ -106,10 +106,11 @@ SCHEMA = {
     "tune": TUNE,
     "bench": TUNE - {"--model", "--method", "--output", "--seed"},
     "search": TUNE - {"--output"} | {"--output", "--trials", "--space"},
-    # adapt trains no task head, so no --head-lr-ratio, --contrastive(-temperature) or --head-refit (a recipe that sets
-    # them is refused)
+    # adapt trains no task head, so no --head-lr-ratio, --contrastive(-temperature), --head-refit or --wise (a recipe
+    # that sets them is refused)
     "adapt": (expected_flags(AdaptConfig) | expected_flags(AdaptArgs)
-              | expected_flags(TrainArgs, skip=("head_lr_ratio", "contrastive", "contrastive_temperature", "head_refit"))
+              | expected_flags(TrainArgs, skip=("head_lr_ratio", "contrastive", "contrastive_temperature", "head_refit",
+                                                "wise"))
               | expected_flags(LoraArgs, "lora", dotted=True)),
 }
 

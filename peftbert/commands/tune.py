@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
+from .. import wise
 from ..config import SELECTION_METRICS, TuneConfig, build_config, load_yaml, tune_recipe
 from ..data.encode import EncodedTask
 from ..data.packing import classifier_batches
@@ -46,7 +47,8 @@ def unchecked_tune_config(recipe: str | None, values: dict | None, budget: str |
     if budget is not None:
         from ..methods.budget import apply_budget
         cfg = apply_budget(cfg, budget)
-    return head_only(cfg, (values or {}).get("train") or {})
+    given = (values or {}).get("train") or {}
+    return wise_for_full(head_only(cfg, given), given)
 
 
 def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
@@ -60,6 +62,18 @@ def head_only(cfg: TuneConfig, given: dict) -> TuneConfig:
                         f"{' and '.join('--' + k.replace('_', '-') for k in asked)}, or use a method that trains "
                         "(full, lora, ...)")
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, contrastive=0.0, head_refit=False))
+
+
+def wise_for_full(cfg: TuneConfig, given: dict) -> TuneConfig:
+    """train.wise mixes full fine-tuning's weights with the start's (an adapter's or a probe's are not a share of
+    the model's): for another method a recipe's value is dropped (the low-label suite runs the probe and LoRA beside
+    the recipe); asked for by name, refused."""
+    if cfg.method == "full" or cfg.train.wise == 1:
+        return cfg
+    if "wise" in given:
+        raise UserError(f"--wise mixes full fine-tuning's weights with the starting model's, and --method "
+                        f"{cfg.method} trains other weights: drop --wise, or use --method full")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, wise=1.0))
 
 
 def check_method(cfg: TuneConfig, model_path: str, num_labels: int) -> None:
@@ -166,6 +180,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     head = head_modules(model, arch)
     model = method.apply(model, cfg.method_args, Context(arch, num_labels=len(task.label_names), head=head))
     params = count_params(model, head)
+    start = wise.snapshot(model) if cfg.train.wise < 1 else None  # before a resumed run loads its checkpoint
     run.log(f"method {cfg.method}: {params['trainable_params']:,} trainable of {params['total_params']:,} "
             f"({params['trainable_percent']:.3f}%), precision {run.precision}")
 
@@ -193,6 +208,10 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     # pipeline), so metrics.json states what it will answer (bf16 scores can differ on a borderline row).
     model = run.acc.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
+    if start is not None:
+        wise.mix(model, start, cfg.train.wise)
+        run.log(f"wise: the weights set to {cfg.train.wise:g} x trained + {1 - cfg.train.wise:g} x the start "
+                "(WiSE-FT)")
     refit = {} if method.fit_head or not cfg.train.head_refit else refit_head(run, model, tokenizer, task.train, cfg)
     scores = {"validation": score(model, validation), "test": None}
     if score_test and task.test is not None and len(task.test):
