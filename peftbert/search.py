@@ -49,6 +49,11 @@ STALE_BEATS = 4  # a RUNNING trial silent for this many --heartbeat intervals ha
 SPACE_EXAMPLE = "train.lr: {low: 1.0e-4, high: 3.0e-3, log: true}  or  lora.r: {choices: [8, 16]}"
 
 
+def changed_after_training(cfg: TuneConfig) -> bool:
+    """Whether the weights scored on the way differ from the ones the trial ends with (a head refit, a WiSE mix)."""
+    return cfg.train.head_refit or cfg.train.wise < 1
+
+
 def upgraded(settings: dict) -> dict:
     """A study's stored settings with the recipe keys renamed since (config.RENAMED), so it still continues."""
     run = settings.get("run") or {}
@@ -313,10 +318,10 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
                 log(f"trial {trial.number}: " + ", ".join(f"{k}={fmt(v)}" for k, v in picked.items()))
                 try:
                     with beating(trial, heartbeat):
-                        # with train.head_refit the head is replaced after training: the scores on the way are
-                        # another head's, no grounds to prune on
+                        # with train.head_refit the head is replaced after training, with train.wise < 1 the
+                        # weights are mixed: the scores on the way are another model's, no grounds to prune on
                         m = run_tune(cfg, overwrite=True, cpu=cpu, score_test=False,
-                                     on_evaluate=None if cfg.train.head_refit else on_evaluate,
+                                     on_evaluate=None if changed_after_training(cfg) else on_evaluate,
                                      save_weights=False, log=lambda *a: None)
                 except (optuna.TrialPruned, TrainingDiverged) as e:  # a diverged trial counts as pruned
                     # (the divergence message up to its advice, which is for a lone tune run)
@@ -342,9 +347,10 @@ def run_search(values: dict, *, recipe: str | None, space_file: str | None, tria
             if remaining > 0:
                 log(f"search {base.method} on {base.data.task or base.data.train_file}: {remaining} trial(s) to go "
                     f"of {trials}, space: {', '.join(space)}; selection by validation {metric}")
-                if prune and base.train.head_refit:
-                    log("note: trials with train.head_refit are not pruned: the head is fitted again after training, "
-                        "so the validation scores on the way are another head's")
+                if prune and changed_after_training(base):
+                    log("note: trials with train.head_refit or train.wise < 1 are not pruned: the head is fitted "
+                        "again or the weights mixed after training, so the validation scores on the way are another "
+                        "model's")
             def run_one(release) -> None:
                 release_claim[0] = release
                 study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=True)

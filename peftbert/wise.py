@@ -1,7 +1,6 @@
 """train.wise: the fine-tuned weights mixed with the ones the run started from (WiSE-FT, Wortsman et al., CVPR
 2022), so the run ends at wise x trained + (1 - wise) x start. With a few dozen rows per class, fine-tuning moves
-the encoder a long way on little evidence; the mix keeps part of what the pretrained embedding knew. One line of
-arithmetic per weight after training: no library does it for a plain transformers model."""
+the encoder a long way on little evidence; the mix keeps part of what the pretrained embedding knew."""
 
 import torch
 

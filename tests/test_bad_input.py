@@ -56,7 +56,7 @@ CASES = [
     Case("tune --contrastive 1", "a contrastive loss alone, with no head refit", ("add --head-refit",)),
     Case("tune --wise 1.5", "a WiSE-FT share above 1", ("train.wise must be in [0, 1], got 1.5",)),
     Case("tune --method lora --wise 0.5", "WiSE-FT for a method that trains an adapter",
-         ("--method lora trains other weights", "drop --wise, or use --method full")),
+         ("--method lora is not full fine-tuning", "drop --wise, or use --method full")),
     Case("tune --method probe --contrastive 0.5", "a contrastive term for the probe, which trains no encoder",
          ("--method probe fits the head alone", "drop --contrastive")),
     Case("tune --recipe default --contrastive-temperature 0.1", "a contrastive temperature with no contrastive loss",

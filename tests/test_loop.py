@@ -18,10 +18,11 @@ def weights(run):
     return {k: v.clone() for k, v in model.state_dict().items() if "original_module" not in k}
 
 
-@pytest.mark.parametrize("batching,contrastive", [("packed", 0), ("grouped", 0), ("grouped", 0.5)])
-def test_resume_continues_exactly(tiny_bert, toy_files, tmp_path, monkeypatch, batching, contrastive):
+@pytest.mark.parametrize("batching,contrastive,wise", [("packed", 0, 1), ("grouped", 0, 1), ("grouped", 0.5, 0.5)])
+def test_resume_continues_exactly(tiny_bert, toy_files, tmp_path, monkeypatch, batching, contrastive, wise):
+    """wise < 1: the weights mixed at the end are the starting model's, not the checkpoint's the resumed run loads."""
     sets = ["train.epochs=3", "train.save_every=7", "train.lr=1e-3", f"train.batching={batching}",
-            f"train.contrastive={contrastive}"]
+            f"train.contrastive={contrastive}", f"train.wise={wise}"]
     run_tune(make_config(tiny_bert, toy_files, "full", tmp_path / "straight", sets), log=lambda *a: None)
 
     # interrupt the second run after its step-14 checkpoint, then resume it

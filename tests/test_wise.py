@@ -8,6 +8,7 @@ from helpers import make_config
 from peftbert.commands.tune import run_tune, tune_config
 from peftbert.config import TrainArgs, build_adapt_config
 from peftbert.errors import UserError
+from peftbert.search import changed_after_training
 
 SETS = ["train.max_steps=6", "train.lr=1e-3", "train.seed=3"]
 
@@ -50,3 +51,16 @@ def test_bad_values_and_other_methods_are_refused_and_a_recipes_value_dropped(ti
     assert recipe < 1  # so the next lines test something
     for method in ("lora", "probe"):  # the low-label suite runs them beside the recipe
         assert tune_config("low-label", {"model": str(tiny_bert), "method": method}).train.wise == 1
+
+
+def test_a_config_built_by_hand_is_checked_and_search_does_not_prune_on_unmixed_scores(tiny_bert, toy_files,
+                                                                                       tmp_path):
+    import dataclasses
+
+    cfg = make_config(tiny_bert, toy_files, "probe", tmp_path / "run")  # as api.tune(config=...) gets one
+    with pytest.raises(UserError, match="--method probe is not full fine-tuning"):
+        run_tune(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, wise=0.5)), log=quiet)
+    assert not (tmp_path / "run").exists()
+    full = tune_config(None, {"model": str(tiny_bert), "method": "full", "train": {"wise": 0.5}})
+    assert changed_after_training(full)
+    assert not changed_after_training(dataclasses.replace(full, train=dataclasses.replace(full.train, wise=1.0)))

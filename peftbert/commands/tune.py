@@ -72,7 +72,7 @@ def wise_for_full(cfg: TuneConfig, given: dict) -> TuneConfig:
         return cfg
     if "wise" in given:
         raise UserError(f"--wise mixes full fine-tuning's weights with the starting model's, and --method "
-                        f"{cfg.method} trains other weights: drop --wise, or use --method full")
+                        f"{cfg.method} is not full fine-tuning: drop --wise, or use --method full")
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, wise=1.0))
 
 
@@ -159,6 +159,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     without the test set (`score_test=False`: selection sees validation only) and without weights. `notes`: lines
     to log once the inputs have passed their checks (sized_tune_config's)."""
     method = get_method(cfg.method)
+    wise_for_full(cfg, {"wise": cfg.train.wise})  # a TuneConfig built without tune_config (api.tune) is checked too
     task, model_path, tokenizer = preflight(cfg)  # before --overwrite removes an earlier run
     out = Path(cfg.output) if cfg.output else default_output(cfg, task.name)
     run = Run(cfg, out, overwrite=overwrite, resume=resume, cpu=cpu, log=log)
@@ -211,7 +212,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     if start is not None:
         wise.mix(model, start, cfg.train.wise)
         run.log(f"wise: the weights set to {cfg.train.wise:g} x trained + {1 - cfg.train.wise:g} x the start "
-                "(WiSE-FT)")
+                "(WiSE-FT; the validation scores logged while training those of the unmixed weights)")
     refit = {} if method.fit_head or not cfg.train.head_refit else refit_head(run, model, tokenizer, task.train, cfg)
     scores = {"validation": score(model, validation), "test": None}
     if score_test and task.test is not None and len(task.test):
