@@ -86,7 +86,7 @@ class TrainArgs:
     head_refit: bool = field(default=False, metadata={
         "help": "after training, refit the head as a logistic regression on the trained features (SetFit's last step)"})
     wise: float = field(default=1.0, metadata={
-        "help": "full fine-tuning ends at this share of the trained weights, the rest the starting ones (WiSE-FT; 1 = off)"})
+        "help": "full fine-tuning ends at this share of the trained weights, the rest the start's (WiSE-FT; 1 = off)"})
     keep: str = field(default="best", metadata={
         "help": "best | last: end with the best-scoring weights on validation, or the last step's"})
     save_every: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N steps"})

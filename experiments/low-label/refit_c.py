@@ -21,7 +21,11 @@ from peftbert.probe import head_features
 C_GRID = [0.003, 0.01, 0.03, 0.1, 0.3, 1, 10]
 
 
-def main(arms_file: str, out: str, dev_dir: str) -> None:
+def sweep_before_refit(arms_file: str, out: str, dev_dir: str, score, recipe: str | None = None,
+                       pinned: dict | None = None) -> None:
+    """Train each arm of ARMS.json once; just before its head refit, `score(model, tokenizer, train, dev, cfg)` gives
+    rows (each with dev_f1), appended to OUT.jsonl with the arm, N, seed and the run's own score after its refit.
+    `recipe` and `pinned` (train.* values) are applied to every arm. select_wise.py sweeps with it too."""
     preflight, refit_head, seen = tune.preflight, tune.refit_head, {}
 
     def capture(cfg):
@@ -30,17 +34,13 @@ def main(arms_file: str, out: str, dev_dir: str) -> None:
         return checked
 
     def sweep(run, model, tokenizer, train, cfg):
-        dev = seen["task"].test
-        x, x_dev = (head_features(model, tokenizer, f, cfg.data.max_length) for f in (train, dev))
-        for c in C_GRID:
-            fit = LogisticRegression(C=c, max_iter=5000, random_state=cfg.train.seed).fit(x, train["label"])
-            seen["rows"].append({"c": c, "dev_f1": f1_score(dev["label"], fit.predict(x_dev), average="macro")})
+        seen["rows"] = score(model, tokenizer, train, seen["task"].test, cfg)
         return refit_head(run, model, tokenizer, train, cfg)
 
     tune.preflight, tune.refit_head = capture, sweep
     for name, values in json.loads(open(arms_file).read().replace("{dev}", dev_dir)).items():
-        seen["rows"] = []
-        cfg = tune.tune_config(values=values)
+        values["train"].update(pinned or {})
+        cfg = tune.tune_config(recipe=recipe, values=values)
         m = tune.run_tune(cfg, overwrite=True, save_weights=False, log=lambda *a: None)
         with open(out, "a") as f:
             for row in seen["rows"]:
@@ -50,5 +50,14 @@ def main(arms_file: str, out: str, dev_dir: str) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
+def refit_at_each_c(model, tokenizer, train, dev, cfg) -> list[dict]:
+    x, x_dev = (head_features(model, tokenizer, f, cfg.data.max_length) for f in (train, dev))
+    rows = []
+    for c in C_GRID:
+        fit = LogisticRegression(C=c, max_iter=5000, random_state=cfg.train.seed).fit(x, train["label"])
+        rows.append({"c": c, "dev_f1": f1_score(dev["label"], fit.predict(x_dev), average="macro")})
+    return rows
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    sweep_before_refit(*sys.argv[1:4], refit_at_each_c)

@@ -212,7 +212,7 @@ def run_tune(cfg: TuneConfig, *, overwrite: bool = False, resume: str | None = N
     if start is not None:
         wise.mix(model, start, cfg.train.wise)
         run.log(f"wise: the weights set to {cfg.train.wise:g} x trained + {1 - cfg.train.wise:g} x the start "
-                "(WiSE-FT; the validation scores logged while training those of the unmixed weights)")
+                "(WiSE-FT; the validation scores logged while training were those of the unmixed weights)")
     refit = {} if method.fit_head or not cfg.train.head_refit else refit_head(run, model, tokenizer, task.train, cfg)
     scores = {"validation": score(model, validation), "test": None}
     if score_test and task.test is not None and len(task.test):
