@@ -270,7 +270,7 @@ def jsonl_rows(exp: Experiment, spec: dict) -> list[dict]:
     return [json.loads(line) for f in files for line in (exp.dir / f).read_text().splitlines() if line.strip()]
 
 
-def probe_c_markdown(exp: Experiment, spec: dict) -> list[str]:
+def dev_sweep_markdown(exp: Experiment, spec: dict) -> list[str]:
     """One setting swept on a development set (a JSON line each: n, seed, the setting, dev_f1): mean over seeds per
     N. The setting is the probe's C unless `key` names another (`alpha`: select_wise.py's share of trained weights)."""
     key = spec.get("key", "c")
@@ -330,7 +330,7 @@ def dev_probe_markdown(exp: Experiment, spec: dict) -> list[str]:
 
 
 KINDS = {"dev-arms": dev_arms_markdown, "adapt-probe": adapt_probe_markdown, "dev-probe": dev_probe_markdown,
-         "probe-c": probe_c_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
+         "dev-sweep": dev_sweep_markdown, "predict-ratio": predict_ratio_markdown, "serve-load": serve_load_markdown,
          "index-by-year": index_by_year_markdown, "validation-arms": validation_arms_markdown,
          "grid": grid_markdown, "search": search_markdown, "tune-runs": tune_runs_markdown,
          "by-seed": by_seed_markdown, "adapt-runs": adapt_runs_markdown, "speed": speed_markdown,

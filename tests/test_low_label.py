@@ -275,6 +275,37 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
     assert sized_tune_config(None, patient)[0].train.patience == 3  # kept default: the low-label recipe not built
 
 
+def test_a_handful_of_rows_per_class_gets_the_probe_unless_the_user_chose(tiny_bert, toy_files, tmp_path):
+    from peftbert.commands.tune import PROBE_PER_CLASS, sized_tune_config
+
+    data = {"validation_file": str(toy_files["validation"])}
+    for per_class, method in ((PROBE_PER_CLASS, "probe"), (PROBE_PER_CLASS + 1, "full")):
+        f = tmp_path / f"{per_class}.csv"
+        pd.read_csv(toy_files["train"]).head(2 * per_class).to_csv(f, index=False)  # two classes, alternating
+        values = {"model": str(tiny_bert), "data": {**data, "train_file": str(f)}}
+        cfg, note = sized_tune_config(None, values)
+        assert cfg.method == method and note is not None, per_class
+        assert (f"{per_class} per class: running --method probe" in note) == (method == "probe")
+    small = {"model": str(tiny_bert), "data": {**data, "train_file": str(tmp_path / f"{PROBE_PER_CLASS}.csv")}}
+    for named in ({"contrastive_temperature": 0.2}, {"head_refit": True}):  # training asked for: the recipe
+        assert sized_tune_config(None, {**small, "train": named})[0].method == "full", named
+    assert sized_tune_config("low-label", small)[0].method == "full"
+    assert sized_tune_config(None, {**small, "method": "lora"})[0].method == "lora"
+    assert sized_tune_config(None, {**small, "train": {"patience": 3}})[0].method == "probe"  # not about training
+    from typer.testing import CliRunner
+
+    from peftbert.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["tune", "--model", str(tiny_bert), "--train-file", small["data"]["train_file"],
+                                      "--validation-file", data["validation_file"], "--output", str(out),
+                                      "--max-length", "16", "--report-to", "none"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {2 * PROBE_PER_CLASS} training rows, {PROBE_PER_CLASS} per class: running --method probe" in \
+        result.output
+    assert "method: probe" in (out / "recipe.yaml").read_text() and (out / "metrics.json").is_file()
+
+
 def test_tune_says_when_it_runs_the_low_label_recipe(tiny_bert, toy_files, tmp_path):
     from typer.testing import CliRunner
 
