@@ -42,8 +42,7 @@ def tune(config=None, *, recipe: str | None = None, budget: str | None = None, r
          overwrite: bool = False, **values) -> dict:
     """Run `tune`: with a TuneConfig, or with the settings the CLI takes as a nested mapping
     (`method="lora", task="sst2", train={"lr": 1e-3}, lora={"r": 16}`). Returns its metrics. As on the CLI, settings
-    that name no recipe, method, budget, length or lr run the low-label recipe on a small training set (the probe
-    at 8 or fewer rows per class)."""
+    that name no recipe, method, budget, length or lr are sized to the training set (sized_tune_config)."""
     from .commands.tune import run_tune, sized_tune_config
 
     if config is not None:

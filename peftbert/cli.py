@@ -104,7 +104,7 @@ def tune(
     values: dict,
     budget: Optional[str] = typer.Option(None, help="size the method to N trainable params outside the head, e.g. 0.3M"),
     recipe: Optional[str] = typer.Option(None, help="YAML recipe, or a name in recipes/tune (default, low-label); "
-                                                     "unset: default, or low-label or probe for a small set"),
+                                                     "unset: chosen by training-set size (docs/data.md)"),
     resume: Optional[str] = typer.Option(None, help="continue from 'latest' or a checkpoint directory"),
     overwrite: bool = typer.Option(False, help="replace an existing run directory"),
     cpu: bool = typer.Option(False, help="train on the CPU even when a GPU is present"),

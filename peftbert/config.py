@@ -5,9 +5,9 @@ own module). cli_options.py turns the fields into the flags of `tune`, `adapt` a
 
 Override order (later wins):
     tune:  dataclass defaults < method preset (recipes/methods/<method>.yaml)
-           < recipe (--recipe FILE, default recipes/tune/default.yaml; recipes/tune/low-label.yaml for a small
-           training set, `--method probe` for a handful of rows per class, when no recipe, method, budget, length
-           or lr is named: commands/tune.sized_tune_config)
+           < recipe (--recipe FILE, default recipes/tune/default.yaml; recipes/tune/low-label.yaml or the probe
+           preset for a small training set when no recipe, method, budget, length or lr is named:
+           commands/tune.sized_tune_config)
            < CLI flags and --set key=value.
     adapt: dataclass defaults < recipes/adapt/default.yaml (< recipes/adapt/task.yaml when --task is the only
            text source) < --recipe FILE < CLI flags and --set.

@@ -287,11 +287,19 @@ def test_a_handful_of_rows_per_class_gets_the_probe_unless_the_user_chose(tiny_b
         assert cfg.method == method and note is not None, per_class
         assert (f"{per_class} per class: running --method probe" in note) == (method == "probe")
     small = {"model": str(tiny_bert), "data": {**data, "train_file": str(tmp_path / f"{PROBE_PER_CLASS}.csv")}}
-    for named in ({"contrastive_temperature": 0.2}, {"head_refit": True}):  # training asked for: the recipe
+    for named in ({"contrastive": 0.5}, {"contrastive_temperature": 0.2}, {"head_refit": True},
+                  {"layer_lr_decay": 0.9}, {"weight_decay": 0.1}):  # read by training alone: the recipe, which trains
         assert sized_tune_config(None, {**small, "train": named})[0].method == "full", named
+    assert sized_tune_config(None, {**small, "train": {"seed": 3, "precision": "no"}})[0].method == "probe"
+    train = pd.read_csv(toy_files["train"])
+    for more, method in ((0, "probe"), (2, "full")):  # 14 + 2 rows: 8 per class on average, as the switch counts;
+        uneven = tmp_path / f"uneven{more}.csv"        # 16 + 2: 9 (the smaller class is 2 either way)
+        pd.concat([train[train.label == "negative"].head(2 * PROBE_PER_CLASS - 2 + more),
+                   train[train.label == "positive"].head(2)]).to_csv(uneven, index=False)
+        uneven_values = {**small, "data": {**data, "train_file": str(uneven)}}
+        assert sized_tune_config(None, uneven_values)[0].method == method, more
     assert sized_tune_config("low-label", small)[0].method == "full"
     assert sized_tune_config(None, {**small, "method": "lora"})[0].method == "lora"
-    assert sized_tune_config(None, {**small, "train": {"patience": 3}})[0].method == "probe"  # not about training
     from typer.testing import CliRunner
 
     from peftbert.cli import app

@@ -1,12 +1,14 @@
-"""A lead, not a lever yet (eleventh session): unsupervised SimCSE (Gao et al. 2021; the two dropout masks of one
+"""A lead that did not carry (eleventh session; the low-label recipe from its output scored lower on FOMC's
+development set, see the experiment's notes): unsupervised SimCSE (Gao et al. 2021; the two dropout masks of one
 sentence are its positive pair, the batch's other sentences its negatives) on FOMC's unlabelled training text, then
 dev_probe.py on the output:
 
     python experiments/adapt-levers/simcse_start.py OUT_DIR STEPS LR TEMPERATURE [BATCH]
-    python experiments/adapt-levers/dev_probe.py OUT.jsonl OUT_DIR
+    python experiments/adapt-levers/dev_probe.py OUT.jsonl minilm OUT_DIR
 
-The text: split 5768's train file less dev_probe.py's 500 development sentences and less every validation or test
-sentence of FOMC's published splits (peftbert's decontamination), 528 distinct sentences. Mean-pooled MiniLM, bf16
+The text: split 5768's train file less dev_probe.py's 500 development rows (by index: the file repeats sentences, and
+4 of the 528 read as a development sentence) and less every validation or test sentence of FOMC's published
+splits (peftbert's decontamination), 528 distinct sentences. Mean-pooled MiniLM, bf16
 autocast, AdamW. Run once: 100 steps, lr 1e-5, temperature 0.05, batch 64. Written outside `adapt` (which trains
 a masked-LM objective) to see whether the objective is worth building in.
 """
