@@ -276,6 +276,9 @@ def test_a_small_training_set_gets_the_low_label_recipe_unless_the_user_chose(ti
 
 
 def test_a_handful_of_rows_per_class_gets_the_probe_unless_the_user_chose(tiny_bert, toy_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from peftbert.cli import app
     from peftbert.commands.tune import PROBE_PER_CLASS, sized_tune_config
 
     data = {"validation_file": str(toy_files["validation"])}
@@ -300,10 +303,6 @@ def test_a_handful_of_rows_per_class_gets_the_probe_unless_the_user_chose(tiny_b
         assert sized_tune_config(None, uneven_values)[0].method == method, more
     assert sized_tune_config("low-label", small)[0].method == "full"
     assert sized_tune_config(None, {**small, "method": "lora"})[0].method == "lora"
-    from typer.testing import CliRunner
-
-    from peftbert.cli import app
-
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["tune", "--model", str(tiny_bert), "--train-file", small["data"]["train_file"],
                                       "--validation-file", data["validation_file"], "--output", str(out),

@@ -125,20 +125,23 @@ def sized_tune_config(recipe: str | None, values: dict, budget: str | None = Non
     """What `tune` runs when the user names no recipe, method, budget, training length or learning rate: the default
     recipe; the low-label one where the training set gives the default fewer optimizer steps than the low-label
     recipe's own floor (its train.min_steps, 200); and `--method probe` where there are also at most PROBE_PER_CLASS
-    rows per class on average and no setting only training reads is named. At 128 rows per class (the default's 120 steps) the low-label recipe scored above the default on
-    both development sets; below 100 steps the default collapsed; at 8 per class the probe scored above the recipe
-    (experiments/low-label). With a note saying so (run_tune's `notes`: logged once the inputs have passed their
-    checks). The task is read here to count its rows, and again by the run."""
-    chosen = set(values.get("train") or {}) & {"epochs", "max_steps", "min_steps", "lr"}  # sized for a method
-    if recipe or budget or chosen or any(k == "method" or k in method_configs() for k in values):
+    rows per class on average and no setting only training reads is named. At 128 rows per class (the default's 120
+    steps) the low-label recipe scored above the default on both development sets; below 100 steps the default
+    collapsed; at 8 per class the probe scored above the recipe (experiments/low-label). With a note saying so
+    (run_tune's `notes`: logged once the inputs have passed their checks). The task is read here to count its rows,
+    and again by the run."""
+    given = set(values.get("train") or {})
+    if recipe or budget or given & {"epochs", "max_steps", "min_steps", "lr"} or any(  # sized for a method
+            k == "method" or k in method_configs() for k in values):
         return tune_config(recipe, values, budget), None
     cfg = unchecked_tune_config(recipe, values, budget)
     task = load_task(cfg.data, cfg.train.seed)
-    rows, per_class = len(task.train), len(task.train) / len(task.label_names)
+    rows = len(task.train)
+    per_class = rows / len(task.label_names)
     steps, floor = planned_steps(cfg, rows), load_yaml(tune_recipe(LOW_LABEL))["train"]["min_steps"]
     if steps >= floor or not bert_style(cfg.model):  # the recipe and the probe read the mean (use_pooling)
         return check_temperature_used(cfg, values), None
-    if per_class <= PROBE_PER_CLASS and set(values.get("train") or {}) <= PROBE_USES:
+    if per_class <= PROBE_PER_CLASS and given <= PROBE_USES:
         return tune_config(None, {**values, "method": "probe"}), (
             f"{rows} training rows, {round(per_class, 1):g} per class: running --method probe (a logistic regression "
             f"on the frozen embedding), which scored above the low-label recipe at {PROBE_PER_CLASS} per class on two "
